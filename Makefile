@@ -1,0 +1,51 @@
+# ism — the two commands a newcomer needs: `make demo` and `make test`. Both build the venv first.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The venv is keyed by a hash of the dependency pins: a changed pin rebuilds it from scratch.
+DEPS_KEY := $(shell $(PYTHON) ci/deps_key.py 2>/dev/null || echo unknown)
+DEPS_STAMP := $(VENV)/.deps-$(DEPS_KEY)
+PYTEST := $(BIN)/python -m pytest
+CONFIG ?= config/config.yaml
+
+.PHONY: venv install demo test test-fast test-slow lint format clean
+
+$(DEPS_STAMP):
+	rm -rf "$(VENV)"
+	$(PYTHON) -m venv "$(VENV)"
+	"$(BIN)/pip" install --quiet --upgrade pip setuptools wheel
+	"$(BIN)/pip" install --quiet -e '.[dev]'
+	touch "$@"
+
+# The package itself is (re)installed every time: a cached venv may come from another clone of the repo.
+install: $(DEPS_STAMP)
+	"$(BIN)/pip" install --quiet --no-deps --no-build-isolation -e .
+
+venv: install
+
+demo: install
+	"$(BIN)/ism" train --config $(CONFIG) --run fm
+	"$(BIN)/ism" train --config $(CONFIG) --run sm
+	"$(BIN)/ism" sample --checkpoint results/fm/model.pt --steps 1 2 4 8 16 32 64 128
+	"$(BIN)/ism" sample --checkpoint results/sm/model.pt --steps 1 2 4 8 16 32 64 128
+	@echo "sample grids: results/fm/samples/steps{1,128}.png results/sm/samples/steps{1,128}.png"
+
+lint: install
+	"$(BIN)/ruff" check src tests benchmarks
+	"$(BIN)/ruff" format --check src tests benchmarks
+
+format: install
+	"$(BIN)/ruff" format src tests benchmarks
+	"$(BIN)/ruff" check --fix src tests benchmarks
+
+test-fast: install
+	$(PYTEST)
+
+test-slow: install
+	$(PYTEST) -m slow
+
+# What .ci/run calls: lint, the default suite, then the slow tier.
+test: lint test-fast test-slow
+
+clean:
+	rm -rf results work .pytest_cache

@@ -1,0 +1,336 @@
+"""Typed, validated configuration: the single source of truth for every run.
+
+A *study* file (``config/config.yaml``) holds a base configuration plus named ``runs`` whose values override
+the base (``fm``, ``sm``, ``ism``, …). :func:`resolve_run` merges one run onto the base and validates the
+result as a :class:`RunConfig`. The same models export the JSON Schema that the Snakefile validates against
+(:func:`study_json_schema`), so the library and the workflow reject the same mistakes.
+
+Every error is one line that names the offending key, e.g.
+``config key 'sample.budgets.1': budget 3 is not a power of two between 1 and 128``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(ValueError):
+    """A configuration problem, reported as one line naming the key and the fix."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+def is_power_of_two(n: int) -> bool:
+    return n >= 1 and (n & (n - 1)) == 0
+
+
+class DataConfig(_Strict):
+    dataset: Literal["digits", "mnist5k", "imagefolder", "checkerboard", "eight_gaussians"] = Field(
+        "digits", description="Dataset: embedded image sets, a folder of class sub-folders, or 2-D toy sets."
+    )
+    root: str | None = Field(None, description="Folder with one sub-folder per class (imagefolder only).")
+    image_size: int | None = Field(
+        None, ge=4, description="Centre-crop and resize imagefolder images to this size (None: keep sizes)."
+    )
+    test_fraction: float = Field(0.25, gt=0, lt=1, description="Held-out fraction (stratified by class).")
+    split_seed: int = Field(0, ge=0, description="Seed of the train/test split.")
+    num_points: int = Field(20000, ge=16, description="Points drawn for the 2-D toy sets.")
+
+    @model_validator(mode="after")
+    def _root_for_imagefolder(self) -> DataConfig:
+        if self.dataset == "imagefolder" and not self.root:
+            raise ValueError("data.root is required for dataset 'imagefolder'")
+        return self
+
+
+# DiT sizes (Peebles & Xie; SiT-XL/2 is the DiT-XL/2 network trained as a velocity model).
+DIT_PRESETS: dict[str, dict[str, int]] = {
+    "DiT-S/2": {"hidden_size": 384, "depth": 12, "num_heads": 6, "patch_size": 2},
+    "DiT-S/4": {"hidden_size": 384, "depth": 12, "num_heads": 6, "patch_size": 4},
+    "DiT-B/2": {"hidden_size": 768, "depth": 12, "num_heads": 12, "patch_size": 2},
+    "DiT-B/4": {"hidden_size": 768, "depth": 12, "num_heads": 12, "patch_size": 4},
+    "DiT-L/2": {"hidden_size": 1024, "depth": 24, "num_heads": 16, "patch_size": 2},
+    "DiT-XL/2": {"hidden_size": 1152, "depth": 28, "num_heads": 16, "patch_size": 2},
+    "SiT-XL/2": {"hidden_size": 1152, "depth": 28, "num_heads": 16, "patch_size": 2},
+}
+
+
+class ModelConfig(_Strict):
+    arch: Literal["dit", "mlp"] = Field("dit", description="Backbone: DiT for images, MLP for vectors.")
+    preset: str | None = Field(None, description="DiT size preset (e.g. 'DiT-B/2'); explicit keys win.")
+    patch_size: int = Field(2, ge=1, description="DiT patch size.")
+    hidden_size: int = Field(128, ge=4, description="Width of the DiT / MLP.")
+    depth: int = Field(4, ge=1, description="Number of transformer / residual blocks.")
+    num_heads: int = Field(4, ge=1, description="Attention heads (DiT).")
+    mlp_ratio: float = Field(4.0, gt=0, description="DiT MLP expansion ratio.")
+    attention_scale: Literal["head_dim", "sqrt_head_dim"] = Field(
+        "head_dim", description="Attention logit scale: the SM release uses 1/head_dim, DiT 1/sqrt(head_dim)."
+    )
+    block_modulation_init: Literal["xavier", "zero"] = Field(
+        "xavier", description="Per-block adaLN modulation init: SM release 'xavier', DiT adaLN-Zero 'zero'."
+    )
+    embed_dim: int = Field(64, ge=2, description="Sinusoidal feature size of the MLP's embedders.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, values: Any) -> Any:
+        """A preset fills the size keys that the config does not set itself (explicit keys win)."""
+        if isinstance(values, dict) and values.get("preset") is not None:
+            preset = values["preset"]
+            if preset not in DIT_PRESETS:
+                raise ValueError(f"model.preset '{preset}' is unknown (choose from {sorted(DIT_PRESETS)})")
+            values = {**DIT_PRESETS[preset], **values}
+        return values
+
+    def network_kwargs(self, level_embedding: bool) -> dict[str, Any]:
+        """Keyword arguments of the backbone constructor (see ism.models.build_model)."""
+        if self.arch == "mlp":
+            keys = ("hidden_size", "depth", "embed_dim")
+        else:
+            keys = ("patch_size", "hidden_size", "depth", "num_heads", "mlp_ratio", "attention_scale",
+                    "block_modulation_init")
+        return {k: getattr(self, k) for k in keys} | {"level_embedding": level_embedding}
+
+
+class EMAConfig(_Strict):
+    decay: float = Field(..., gt=0, lt=1, description="EMA decay beta: theta_ema <- beta theta_ema + (1-beta) theta.")
+    warmup: bool = Field(
+        False, description="Use min(beta, (1+n)/(10+n)) at update n, so short runs do not keep the init."
+    )
+
+
+class MethodConfig(_Strict):
+    name: Literal["fm", "sm"] = Field("sm", description="fm: flow matching; sm: shortcut model.")
+    base_steps: int = Field(128, description="M: the finest step is d = 1/M; a power of two.")
+    sc_fraction: float = Field(
+        0.125, ge=0, lt=1, description="Share of each batch given to self-consistency rows (1/8 code, 1/4 paper)."
+    )
+    class_dropout: float = Field(0.1, ge=0, le=1, description="Label dropout on flow-matching rows only.")
+    bootstrap_cfg_scale: float = Field(
+        1.5, ge=0, description="CFG scale inside the finest-level bootstrap targets (1: conditional only)."
+    )
+    target_clip: float = Field(4.0, gt=0, description="Clip of the bootstrap midpoint and target (+-).")
+    target_weights: str = Field("target", description="'online' or the name of an EMA in train.ema.")
+    time_eps: float = Field(1e-5, ge=0, lt=0.01, description="x_t = (1-(1-eps)t) x0 + t x1.")
+    release_slicing: bool = Field(
+        False,
+        description="Replicate the SM release quirk: FM rows reuse the first images of the SC rows.",
+    )
+
+    @field_validator("base_steps")
+    @classmethod
+    def _base_steps_power_of_two(cls, v: int) -> int:
+        if not is_power_of_two(v) or v < 2:
+            raise ValueError(f"{v} is not a power of two >= 2")
+        return v
+
+    @property
+    def max_level(self) -> int:
+        """The finest level k = log2(M), i.e. d = 1/M (flow matching's level)."""
+        return int(math.log2(self.base_steps))
+
+    @property
+    def uses_levels(self) -> bool:
+        """Whether the network is conditioned on the step level (flow matching ignores k)."""
+        return self.name != "fm"
+
+    @property
+    def effective_sc_fraction(self) -> float:
+        return 0.0 if self.name == "fm" else self.sc_fraction
+
+
+class TrainConfig(_Strict):
+    steps: int = Field(2000, ge=1, description="Optimizer steps.")
+    batch_size: int = Field(64, ge=2, description="Global batch size.")
+    lr: float = Field(1e-4, gt=0, description="AdamW learning rate (constant).")
+    weight_decay: float = Field(0.1, ge=0, description="AdamW weight decay.")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas.")
+    grad_clip: float | None = Field(None, gt=0, description="Clip the gradient norm (None: off, as released).")
+    seed: int = Field(0, ge=0, description="Seed of init, data order and every per-step draw.")
+    ema: dict[str, EMAConfig] = Field(
+        default_factory=lambda: {"target": EMAConfig(decay=0.999)},
+        description="Named EMA copies of the weights, updated after every optimizer step.",
+    )
+    checkpoint_every: int = Field(500, ge=1, description="Write a resumable checkpoint every K steps.")
+    keep_checkpoints: int = Field(2, ge=1, description="How many resumable checkpoints to keep.")
+    log_every: int = Field(50, ge=1, description="Log metrics every K steps.")
+    device: str = Field("auto", description="'auto' (cuda if available), 'cpu', 'cuda' or 'cuda:N'.")
+    precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16 autocast for forward passes.")
+
+    @field_validator("device")
+    @classmethod
+    def _device_name(cls, v: str) -> str:
+        if v in ("auto", "cpu", "cuda") or (v.startswith("cuda:") and v[5:].isdigit()):
+            return v
+        raise ValueError(f"'{v}' is not one of 'auto', 'cpu', 'cuda', 'cuda:N'")
+
+
+class SampleConfig(_Strict):
+    budgets: list[int] = Field(
+        default_factory=lambda: [1, 2, 4, 8, 16, 32, 64, 128], description="Step budgets N to sample."
+    )
+    num_images: int = Field(1000, ge=1, description="Images generated per budget (fixed for comparable FID).")
+    batch_size: int = Field(500, ge=1, description="Images per sampling batch.")
+    seed: int = Field(0, ge=0, description="Seed of noise and labels (shared by every run and budget).")
+    weights: str = Field("online", description="'online' or the name of an EMA in train.ema.")
+    cfg_scale: float = Field(
+        1.5, ge=0, description="CFG scale at the finest level (N = M), where the method allows it; 1 = off."
+    )
+
+    @field_validator("budgets")
+    @classmethod
+    def _budgets(cls, v: list[int]) -> list[int]:
+        if not v:
+            raise ValueError("at least one budget is needed")
+        for i, n in enumerate(v):
+            if not is_power_of_two(n):
+                raise ValueError(f"budget {n} (item {i}) is not a power of two")
+        if len(set(v)) != len(v):
+            raise ValueError("budgets repeat")
+        return v
+
+
+class RunConfig(_Strict):
+    """Everything one training run and its sampling need."""
+
+    name: str = Field("run", pattern=r"^[A-Za-z0-9_.-]+$", description="Run name (used in paths).")
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    method: MethodConfig = Field(default_factory=MethodConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    sample: SampleConfig = Field(default_factory=SampleConfig)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> RunConfig:
+        emas = set(self.train.ema)
+        for key, value in (("method.target_weights", self.method.target_weights),
+                           ("sample.weights", self.sample.weights)):
+            if value != "online" and value not in emas:
+                raise ValueError(f"{key}: '{value}' is neither 'online' nor an EMA in train.ema {sorted(emas)}")
+        too_fine = [n for n in self.sample.budgets if n > self.method.base_steps]
+        if too_fine:
+            raise ValueError(f"sample.budgets: {too_fine} exceed method.base_steps={self.method.base_steps}")
+        vector_data = self.data.dataset in ("checkerboard", "eight_gaussians")
+        if vector_data != (self.model.arch == "mlp"):
+            raise ValueError(
+                f"model.arch: '{self.model.arch}' does not fit dataset '{self.data.dataset}' "
+                "(use 'mlp' for the 2-D toy sets and 'dit' for images)"
+            )
+        return self
+
+
+class StudyConfig(_Strict):
+    """A study file: a base run configuration plus named runs that override it."""
+
+    study: str = Field("study", description="Study name.")
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    method: MethodConfig = Field(default_factory=MethodConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    sample: SampleConfig = Field(default_factory=SampleConfig)
+    runs: dict[str, dict[str, Any]] = Field(
+        default_factory=lambda: {"fm": {"method": {"name": "fm"}}, "sm": {"method": {"name": "sm"}}},
+        description="Named runs: overrides of the base sections above.",
+    )
+
+
+def _format_validation_error(err: ValidationError, prefix: str = "") -> str:
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        message = "unknown key (check the spelling against config/README.md)"
+    extra = f" (and {len(err.errors()) - 1} more problems)" if len(err.errors()) > 1 else ""
+    return f"{prefix}config key '{where}': {message}{extra}"
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Recursively merge ``override`` into a copy of ``base`` (dicts merge, anything else replaces)."""
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def parse_override(assignment: str) -> dict[str, Any]:
+    """``'train.lr=3e-4'`` -> ``{'train': {'lr': 0.0003}}`` (the value is parsed as YAML)."""
+    key, sep, raw = assignment.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override '{assignment}' is not of the form key.path=value")
+    value: Any = yaml.safe_load(raw)
+    for part in reversed(key.strip().split(".")):
+        value = {part: value}
+    return value
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file '{path}' does not exist (pass --config with a YAML study file)")
+    with path.open() as f:
+        try:
+            raw = yaml.safe_load(f)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file '{path}' is not valid YAML: {exc}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file '{path}' must hold a mapping at the top level")
+    return raw
+
+
+def validate_study(raw: dict[str, Any]) -> StudyConfig:
+    """Validate a whole study, including every run's merged configuration."""
+    try:
+        study = StudyConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err)) from None
+    for run in study.runs:
+        resolve_run(raw, run)
+    return study
+
+
+def resolve_run(raw_study: dict[str, Any], run: str, overrides: list[str] = ()) -> RunConfig:
+    """Merge run ``run``'s overrides (then ``key=value`` overrides) onto the base and validate."""
+    runs = raw_study.get("runs") or {}
+    if run not in runs:
+        raise ConfigError(f"config key 'runs': no run named '{run}' (defined: {sorted(runs) or 'none'})")
+    base = {k: v for k, v in raw_study.items() if k not in ("runs", "study")}
+    merged = deep_merge(base, runs[run] or {})
+    for assignment in overrides:
+        merged = deep_merge(merged, parse_override(assignment))
+    merged["name"] = run
+    try:
+        return RunConfig.model_validate(merged)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, prefix=f"run '{run}': ")) from None
+
+
+def load_run(path: str | Path, run: str, overrides: list[str] = ()) -> RunConfig:
+    raw = load_yaml(path)
+    try:
+        StudyConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err)) from None
+    return resolve_run(raw, run, overrides)
+
+
+def run_config_from_json(text: str) -> RunConfig:
+    """Rebuild the exact configuration stored in a checkpoint."""
+    return RunConfig.model_validate_json(text)
+
+
+def study_json_schema() -> dict[str, Any]:
+    """The JSON Schema of a study file (what the Snakefile's ``validate`` uses)."""
+    return StudyConfig.model_json_schema()

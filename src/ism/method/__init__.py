@@ -1,0 +1,1 @@
+"""Training objectives: the flow path, shortcut self-consistency, and (later) the iSM components."""

@@ -1,0 +1,39 @@
+"""Device selection, autocast and seeds derived from counters (no hidden RNG state to save)."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+
+import torch
+
+from ism.config import ConfigError
+
+
+def select_device(name: str = "auto") -> torch.device:
+    """'auto' picks the first CUDA device when there is one, else the CPU; 'cuda…' without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            f"config key 'train.device': '{name}' was requested but no CUDA device is visible (use auto or cpu)"
+        )
+    return torch.device(name)
+
+
+def autocast(device: torch.device, precision: str):
+    """bf16 autocast for the forward passes when asked; a no-op context for fp32."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def derived_seed(*parts: int) -> int:
+    """A 63-bit seed from integer parts, e.g. (seed, step): collision-free in practice, unlike seed * C + step."""
+    digest = hashlib.sha256(":".join(str(int(p)) for p in parts).encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def seeded_generator(device: torch.device, *parts: int) -> torch.Generator:
+    """A generator on ``device`` seeded from ``parts``: every draw of step s is a function of (seed, s) alone."""
+    return torch.Generator(device=device).manual_seed(derived_seed(*parts))

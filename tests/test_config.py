@@ -1,0 +1,105 @@
+"""Config validation: one line naming the key, before any compute; the exported schema agrees."""
+
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from ism.config import (
+    ConfigError,
+    RunConfig,
+    load_run,
+    resolve_run,
+    run_config_from_json,
+    study_json_schema,
+    validate_study,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT = REPO / "config" / "config.yaml"
+
+
+def _study():
+    return yaml.safe_load(DEFAULT.read_text())
+
+
+def test_default_study_validates_and_every_run_resolves():
+    study = validate_study(_study())
+    for run in study.runs:
+        cfg = resolve_run(_study(), run)
+        assert cfg.name == run
+    fm = load_run(DEFAULT, "fm")
+    assert fm.method.effective_sc_fraction == 0.0 and not fm.method.uses_levels
+    sm = load_run(DEFAULT, "sm")
+    assert sm.method.effective_sc_fraction == 0.25 and sm.method.uses_levels and sm.method.max_level == 7
+
+
+@pytest.mark.parametrize(
+    ("override", "key", "words"),
+    [
+        ("sample.budgets=[1, 3]", "sample.budgets", "not a power of two"),
+        ("train.lr=fast", "train.lr", "number"),
+        ("train.lrr=0.1", "train.lrr", "unknown key"),
+        ("method.base_steps=96", "method.base_steps", "power of two"),
+        ("method.target_weights=slow", "method.target_weights", "neither 'online' nor an EMA"),
+        ("sample.budgets=[1, 256]", "sample.budgets", "exceed method.base_steps"),
+        ("model.arch=mlp", "model.arch", "does not fit dataset"),
+        ("data.test_fraction=1.5", "data.test_fraction", "less than 1"),
+        ("train.device=tpu", "train.device", "not one of"),
+        ("model.preset=DiT-Q/2", "model.preset", "unknown"),
+    ],
+)
+def test_bad_values_are_rejected_with_the_key_named(override, key, words):
+    with pytest.raises(ConfigError) as info:
+        load_run(DEFAULT, "sm", [override])
+    message = str(info.value)
+    assert "\n" not in message
+    assert key in message and words in message
+
+
+def test_unknown_run_and_missing_file():
+    with pytest.raises(ConfigError, match="no run named 'ism2'"):
+        load_run(DEFAULT, "ism2")
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_run(REPO / "config" / "nope.yaml", "sm")
+
+
+def test_bad_top_level_key_is_named(tmp_path):
+    bad = _study() | {"trian": {"steps": 5}}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(bad))
+    with pytest.raises(ConfigError, match="'trian': unknown key"):
+        load_run(path, "sm")
+
+
+def test_run_overrides_merge_deeply():
+    study = _study()
+    study["runs"]["sm-fast"] = {"train": {"ema": {"target": {"decay": 0.95}}}, "method": {"sc_fraction": 0.125}}
+    cfg = resolve_run(study, "sm-fast")
+    assert cfg.train.ema["target"].decay == 0.95
+    assert cfg.train.ema["target"].warmup is True, "sibling keys of an override survive"
+    assert cfg.method.sc_fraction == 0.125 and cfg.train.steps == study["train"]["steps"]
+
+
+def test_preset_fills_sizes_and_explicit_keys_win():
+    cfg = RunConfig.model_validate({"model": {"preset": "DiT-B/2"}})
+    assert (cfg.model.hidden_size, cfg.model.depth, cfg.model.num_heads) == (768, 12, 12)
+    cfg = RunConfig.model_validate({"model": {"preset": "DiT-B/2", "depth": 2}})
+    assert cfg.model.depth == 2 and cfg.model.hidden_size == 768
+
+
+def test_config_round_trips_through_json():
+    cfg = load_run(DEFAULT, "sm", ["train.steps=7"])
+    assert run_config_from_json(cfg.model_dump_json()) == cfg
+
+
+def test_exported_schema_accepts_the_default_and_rejects_bad_keys():
+    schema = study_json_schema()
+    jsonschema.validate(_study(), schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(_study() | {"trian": {}}, schema)
+    bad = _study()
+    bad["train"]["batch_size"] = "big"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, schema)
