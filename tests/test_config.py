@@ -75,7 +75,10 @@ def test_bad_top_level_key_is_named(tmp_path):
 
 def test_run_overrides_merge_deeply():
     study = _study()
-    study["runs"]["sm-fast"] = {"train": {"ema": {"target": {"decay": 0.95}}}, "method": {"sc_fraction": 0.125}}
+    study["runs"]["sm-fast"] = {
+        "train": {"ema": {"target": {"decay": 0.95}}},
+        "method": {"sc_fraction": 0.125},
+    }
     cfg = resolve_run(study, "sm-fast")
     assert cfg.train.ema["target"].decay == 0.95
     assert cfg.train.ema["target"].warmup is True, "sibling keys of an override survive"

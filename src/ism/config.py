@@ -95,8 +95,15 @@ class ModelConfig(_Strict):
         if self.arch == "mlp":
             keys = ("hidden_size", "depth", "embed_dim")
         else:
-            keys = ("patch_size", "hidden_size", "depth", "num_heads", "mlp_ratio", "attention_scale",
-                    "block_modulation_init")
+            keys = (
+                "patch_size",
+                "hidden_size",
+                "depth",
+                "num_heads",
+                "mlp_ratio",
+                "attention_scale",
+                "block_modulation_init",
+            )
         return {k: getattr(self, k) for k in keys} | {"level_embedding": level_embedding}
 
 
@@ -111,7 +118,10 @@ class MethodConfig(_Strict):
     name: Literal["fm", "sm"] = Field("sm", description="fm: flow matching; sm: shortcut model.")
     base_steps: int = Field(128, description="M: the finest step is d = 1/M; a power of two.")
     sc_fraction: float = Field(
-        0.125, ge=0, lt=1, description="Share of each batch given to self-consistency rows (1/8 code, 1/4 paper)."
+        0.125,
+        ge=0,
+        lt=1,
+        description="Share of each batch given to self-consistency rows (1/8 code, 1/4 paper).",
     )
     class_dropout: float = Field(0.1, ge=0, le=1, description="Label dropout on flow-matching rows only.")
     bootstrap_cfg_scale: float = Field(
@@ -211,8 +221,10 @@ class RunConfig(_Strict):
     @model_validator(mode="after")
     def _cross_checks(self) -> RunConfig:
         emas = set(self.train.ema)
-        for key, value in (("method.target_weights", self.method.target_weights),
-                           ("sample.weights", self.sample.weights)):
+        for key, value in (
+            ("method.target_weights", self.method.target_weights),
+            ("sample.weights", self.sample.weights),
+        ):
             if value != "online" and value not in emas:
                 raise ValueError(f"{key}: '{value}' is neither 'online' nor an EMA in train.ema {sorted(emas)}")
         too_fine = [n for n in self.sample.budgets if n > self.method.base_steps]

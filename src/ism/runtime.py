@@ -28,12 +28,12 @@ def autocast(device: torch.device, precision: str):
     return contextlib.nullcontext()
 
 
-def derived_seed(*parts: int) -> int:
-    """A 63-bit seed from integer parts, e.g. (seed, step): collision-free in practice, unlike seed * C + step."""
-    digest = hashlib.sha256(":".join(str(int(p)) for p in parts).encode()).digest()
+def derived_seed(*parts: int | str) -> int:
+    """A 63-bit seed from parts, e.g. ("step", seed, step): collision-free in practice, unlike seed * C + step."""
+    digest = hashlib.sha256(":".join(str(p) for p in parts).encode()).digest()
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
-def seeded_generator(device: torch.device, *parts: int) -> torch.Generator:
+def seeded_generator(device: torch.device, *parts: int | str) -> torch.Generator:
     """A generator on ``device`` seeded from ``parts``: every draw of step s is a function of (seed, s) alone."""
     return torch.Generator(device=device).manual_seed(derived_seed(*parts))

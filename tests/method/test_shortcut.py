@@ -38,7 +38,24 @@ def test_level_split_matches_release_for_imagenet_batch():
 
 def test_level_split_pads_with_one_step_rows_when_batch_is_small():
     assert self_consistency_levels(5, max_level=7).tolist() == [0] * 5
-    assert self_consistency_levels(16, max_level=7).tolist() == [6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0, 0, 0]
+    assert self_consistency_levels(16, max_level=7).tolist() == [
+        6,
+        6,
+        5,
+        5,
+        4,
+        4,
+        3,
+        3,
+        2,
+        2,
+        1,
+        1,
+        0,
+        0,
+        0,
+        0,
+    ]
 
 
 def test_times_are_multiples_of_the_trained_step_and_cover_the_grid():
@@ -57,8 +74,15 @@ def test_bootstrap_target_of_affine_model_by_hand():
     # v2 = 2·0.8625 + (0.25 + 0.25) + 0.2 = 2.425;  s_tgt = (1.45 + 2.425)/2 = 1.9375
     model = AffineModel()
     target = bootstrap_targets(
-        model, torch.tensor([[0.5]]), torch.tensor([0.25]), torch.tensor([1]), torch.tensor([3]),
-        max_level=7, cfg_scale=1.5, null_label=NULL, clip=4.0,
+        model,
+        torch.tensor([[0.5]]),
+        torch.tensor([0.25]),
+        torch.tensor([1]),
+        torch.tensor([3]),
+        max_level=7,
+        cfg_scale=1.5,
+        null_label=NULL,
+        clip=4.0,
     )
     assert target.item() == pytest.approx(1.9375, abs=1e-6)
     (t1, k1, _), (t2, k2, _) = model.calls
@@ -70,21 +94,42 @@ def test_bootstrap_clips_midpoint_and_target():
     model = AffineModel(a=0.0, b=0.0, c=0.0, mu=torch.full((NULL + 1,), 100.0))
     x_t = torch.zeros(2, 3)
     target = bootstrap_targets(
-        model, x_t, torch.zeros(2), torch.tensor([0, 3]), torch.tensor([1, 2]),
-        max_level=7, cfg_scale=1.0, null_label=NULL, clip=4.0,
+        model,
+        x_t,
+        torch.zeros(2),
+        torch.tensor([0, 3]),
+        torch.tensor([1, 2]),
+        max_level=7,
+        cfg_scale=1.0,
+        null_label=NULL,
+        clip=4.0,
     )
     assert torch.all(target == 4.0)
     # The midpoint is clipped too: with a = 1 the second query sees x̃ = clip(0 + δ·100, ±4).
     model = AffineModel(a=1.0, b=0.0, c=0.0, mu=torch.full((NULL + 1,), 100.0))
     target = bootstrap_targets(
-        model, torch.zeros(1, 1), torch.zeros(1), torch.tensor([0]), torch.tensor([1]),
-        max_level=7, cfg_scale=1.0, null_label=NULL, clip=1000.0,
+        model,
+        torch.zeros(1, 1),
+        torch.zeros(1),
+        torch.tensor([0]),
+        torch.tensor([1]),
+        max_level=7,
+        cfg_scale=1.0,
+        null_label=NULL,
+        clip=1000.0,
     )
     # k = 0: δ = 1/2, v1 = 100, x̃ = clip(50, ±1000) = 50, v2 = 150 -> (100 + 150)/2 = 125
     assert target.item() == pytest.approx(125.0)
     target = bootstrap_targets(
-        model, torch.zeros(1, 1), torch.zeros(1), torch.tensor([0]), torch.tensor([1]),
-        max_level=7, cfg_scale=1.0, null_label=NULL, clip=40.0,
+        model,
+        torch.zeros(1, 1),
+        torch.zeros(1),
+        torch.tensor([0]),
+        torch.tensor([1]),
+        max_level=7,
+        cfg_scale=1.0,
+        null_label=NULL,
+        clip=40.0,
     )
     # x̃ = clip(50, ±40) = 40 -> v2 = 140 -> (100 + 140)/2 = 120 -> clipped to 40
     assert target.item() == pytest.approx(40.0)
@@ -96,8 +141,15 @@ def test_cfg_only_on_rows_whose_half_steps_query_the_finest_level():
     model = AffineModel(a=0.0, b=0.0, c=0.0, mu=mu)
     k = self_consistency_levels(14, max_level=7)  # two rows per level 6..0
     target = bootstrap_targets(
-        model, torch.zeros(14, 1), torch.zeros(14), k, torch.arange(14) % NULL,
-        max_level=7, cfg_scale=1.5, null_label=NULL, clip=4.0,
+        model,
+        torch.zeros(14, 1),
+        torch.zeros(14),
+        k,
+        torch.arange(14) % NULL,
+        max_level=7,
+        cfg_scale=1.5,
+        null_label=NULL,
+        clip=4.0,
     ).squeeze(1)
     # v_u + 1.5 (v_c - v_u) = 1.5 on the k = 6 rows (half steps at level 7); plain conditional 1.0 elsewhere.
     assert target[k == 6].tolist() == [1.5, 1.5]
@@ -184,7 +236,8 @@ def test_same_generator_seed_gives_identical_rows():
 
 def test_flow_matching_has_no_self_consistency_rows_and_no_target_queries():
     model = AffineModel()
-    rows = _objective(name="fm").make_rows(model, torch.zeros(8, 2), torch.zeros(8, dtype=torch.long),
-                                           torch.Generator())
+    rows = _objective(name="fm").make_rows(
+        model, torch.zeros(8, 2), torch.zeros(8, dtype=torch.long), torch.Generator()
+    )
     assert not rows.is_self_consistency.any()
     assert model.calls == [], "flow matching never queries the target network"

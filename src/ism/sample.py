@@ -1,0 +1,261 @@
+"""Sampling at any power-of-two budget N with the Euler rule of shortcut models (METHOD.md §A9).
+
+    x_0 ~ N(0, I);   for i = 0 … N−1:   t_i = i/N,   x ← x + d · s_θ(x, t_i, k, y),   d = 1/N,  k = log2 N
+
+One forward per step. Classifier-free guidance ``v = v_u + w (v_c − v_u)`` (two passes folded into one batched
+forward) is applied only where the method trained an unconditional branch at the queried level: SM trains ∅ only
+at the finest level k = log2 M (N = M), flow matching at its single level (any N).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ism.checkpoint import CheckpointError, safe_load
+from ism.config import ConfigError, RunConfig, is_power_of_two, run_config_from_json
+from ism.data import model_to_uint8
+from ism.method.shortcut import guided
+from ism.runtime import seeded_generator, select_device
+
+
+@dataclass
+class TrainedModel:
+    network: nn.Module
+    config: RunConfig
+    weights: str  # which copy was loaded: 'online' or an EMA name
+    step: int
+    sample_shape: tuple[int, ...]
+    num_classes: int
+
+
+def load_trained(path: str | Path, weights: str | None = None, device: str | torch.device = "cpu") -> TrainedModel:
+    """Rebuild a network from a final model file and load the requested weights (default: the config's)."""
+    from ism.train import MODEL_FORMAT, build_network  # avoid importing the trainer for pure sampling helpers
+
+    state = safe_load(path, map_location="cpu")
+    if state.get("format") != MODEL_FORMAT:
+        raise CheckpointError(
+            f"'{path}' is not an ism model file (expected format {MODEL_FORMAT}; "
+            "pass the model.pt written by 'ism train', not a resumable ckpt-*.pt)"
+        )
+    cfg = run_config_from_json(state["config"])
+    weights = weights or cfg.sample.weights
+    if weights not in state["weights"]:
+        raise CheckpointError(f"'{path}' has no weights named '{weights}' (it has {sorted(state['weights'])})")
+    shape = tuple(state["sample_shape"])
+    network = build_network(cfg, shape, state["num_classes"])
+    network.load_state_dict(state["weights"][weights])
+    network.to(device).eval().requires_grad_(False)
+    return TrainedModel(network, cfg, weights, int(state["step"]), shape, int(state["num_classes"]))
+
+
+def guidance_allowed(cfg: RunConfig, steps: int) -> bool:
+    """SM's unconditional branch exists only at the finest level; flow matching has a single level."""
+    return (not cfg.method.uses_levels) or steps == cfg.method.base_steps
+
+
+def query_level(cfg: RunConfig, steps: int) -> int:
+    """k = log2 N for shortcut models; flow matching always sees its only level, log2 M."""
+    return int(math.log2(steps)) if cfg.method.uses_levels else cfg.method.max_level
+
+
+@torch.inference_mode()
+def euler_sample(
+    network: nn.Module,
+    noise: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    steps: int,
+    level: int,
+    cfg_scale: float = 1.0,
+    null_label: int | None = None,
+) -> torch.Tensor:
+    """Integrate from t = 0 (noise) to t = 1 (data) in ``steps`` Euler steps of size d = 1/steps."""
+    if not is_power_of_two(steps):
+        raise ValueError(f"steps={steps} is not a power of two")
+    guide = cfg_scale != 1.0
+    if guide and null_label is None:
+        raise ValueError("null_label is needed for classifier-free guidance")
+    batch = noise.shape[0]
+    d = 1.0 / steps
+    x = noise
+    y = torch.cat([labels, torch.full_like(labels, null_label)]) if guide else labels
+    k = torch.full((y.shape[0],), level, dtype=torch.long, device=noise.device)
+    for i in range(steps):
+        t = torch.full((y.shape[0],), i * d, device=noise.device)
+        if guide:
+            v = network(torch.cat([x, x]), t, k, y).float()
+            v = guided(v[:batch], v[batch:], cfg_scale)
+        else:
+            v = network(x, t, k, y).float()
+        x = x + d * v
+    return x
+
+
+def generate(
+    trained: TrainedModel,
+    steps: int,
+    *,
+    num_images: int,
+    batch_size: int,
+    seed: int,
+    cfg_scale: float | None = None,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+    """``num_images`` samples (model space, on the CPU), their labels, and metadata saying how they were made.
+
+    Batch b draws its labels (uniform) and noise from a generator seeded by (seed, b), so every run and budget
+    sampled with the same seed and batch size starts from the same noise and labels (common random numbers).
+    """
+    from tqdm import tqdm
+
+    cfg = trained.config
+    scale = cfg.sample.cfg_scale if cfg_scale is None else cfg_scale
+    applied = scale if guidance_allowed(cfg, steps) else 1.0
+    device = torch.device(device)
+    level = query_level(cfg, steps)
+    images, labels = [], []
+    num_batches = math.ceil(num_images / batch_size)
+    for b in tqdm(range(num_batches), disable=not progress, desc=f"sample N={steps}"):
+        n = min(batch_size, num_images - b * batch_size)
+        g = seeded_generator(device, "sample", seed, b)
+        y = torch.randint(0, trained.num_classes, (n,), generator=g, device=device)
+        noise = torch.randn((n, *trained.sample_shape), generator=g, device=device)
+        x = euler_sample(
+            trained.network,
+            noise,
+            y,
+            steps=steps,
+            level=level,
+            cfg_scale=applied,
+            null_label=trained.num_classes,
+        )
+        images.append(x.cpu())
+        labels.append(y.cpu())
+    meta = {
+        "run": cfg.name,
+        "steps": steps,
+        "level": level,
+        "nfe": steps * (2 if applied != 1.0 else 1),
+        "cfg_scale": applied,
+        "weights": trained.weights,
+        "train_step": trained.step,
+        "seed": seed,
+        "batch_size": batch_size,
+        "num_images": num_images,
+    }
+    return torch.cat(images), torch.cat(labels), meta
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def save_samples(path: str | Path, samples: torch.Tensor, labels: torch.Tensor, meta: dict[str, Any]) -> Path:
+    """Images as uint8 NHWC ``arr_0`` (the ADM evaluator layout); vectors as float32 ``arr_0``; plus labels, meta."""
+    path = Path(path)
+    if samples.dim() == 4:
+        array = model_to_uint8(samples).permute(0, 2, 3, 1).contiguous().numpy()
+    else:
+        array = samples.float().numpy()
+    buffer = io.BytesIO()
+    np.savez(buffer, arr_0=array, labels=labels.numpy().astype(np.int64), meta=np.array(json.dumps(meta)))
+    _atomic_write_bytes(path, buffer.getvalue())
+    return path
+
+
+def save_grid(
+    path: str | Path,
+    samples: torch.Tensor,
+    *,
+    columns: int = 10,
+    max_images: int = 100,
+    scale: int | None = None,
+) -> Path:
+    """A PNG of the first samples: an image grid (nearest-upscaled when tiny), or a scatter plot for 2-D data."""
+    path = Path(path)
+    buffer = io.BytesIO()
+    if samples.dim() == 4:
+        from PIL import Image
+        from torchvision.utils import make_grid
+
+        grid = make_grid(model_to_uint8(samples[:max_images]), nrow=columns, padding=1, pad_value=255)
+        picture = Image.fromarray(
+            grid.permute(1, 2, 0).squeeze(-1).numpy() if grid.shape[0] == 1 else grid.permute(1, 2, 0).numpy()
+        )
+        side = samples.shape[-1]
+        scale = scale or max(1, 64 // side)
+        picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
+        picture.save(buffer, format="PNG")
+    else:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(4, 4))
+        points = samples[:, :2].numpy()
+        ax.scatter(points[:, 0], points[:, 1], s=1, alpha=0.5)
+        ax.set_aspect("equal")
+        fig.savefig(buffer, format="png", dpi=100)
+        plt.close(fig)
+    _atomic_write_bytes(path, buffer.getvalue())
+    return path
+
+
+def sample_to_files(
+    model_path: str | Path,
+    out_dir: str | Path,
+    budgets: list[int],
+    *,
+    num_images: int | None = None,
+    batch_size: int | None = None,
+    seed: int | None = None,
+    weights: str | None = None,
+    cfg_scale: float | None = None,
+    device: str = "auto",
+    progress: bool = True,
+) -> list[Path]:
+    """Sample every budget and write ``steps<N>.npz`` and ``steps<N>.png`` into ``out_dir``."""
+    dev = select_device(device)
+    trained = load_trained(model_path, weights=weights, device=dev)
+    s = trained.config.sample
+    too_fine = [n for n in budgets if not is_power_of_two(n) or n > trained.config.method.base_steps]
+    if too_fine:
+        raise ConfigError(
+            f"--steps {too_fine}: budgets must be powers of two up to "
+            f"method.base_steps={trained.config.method.base_steps}"
+        )
+    written = []
+    for steps in budgets:
+        samples, labels, meta = generate(
+            trained,
+            steps,
+            num_images=num_images or s.num_images,
+            batch_size=batch_size or s.batch_size,
+            seed=s.seed if seed is None else seed,
+            cfg_scale=cfg_scale,
+            device=dev,
+            progress=progress,
+        )
+        out = Path(out_dir)
+        written.append(save_samples(out / f"steps{steps}.npz", samples, labels, meta))
+        save_grid(out / f"steps{steps}.png", samples)
+    return written

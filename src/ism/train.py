@@ -1,0 +1,254 @@
+"""The training loop: AdamW, EMA copies, atomic checkpoints, automatic resume, dvclive metrics.
+
+Determinism: the data order of step s comes from :class:`ism.data.BatchSchedule` (seeded by (seed, epoch)) and
+every random draw of step s from a generator seeded by (seed, s). A run resumed from a checkpoint therefore draws
+exactly what an uninterrupted run would, and on the CPU it ends with bitwise identical weights.
+
+Layout of a run: ``workdir/ckpt/ckpt-<step>.pt`` (resumable, outside every pipeline output), ``workdir/live``
+(dvclive curves) and the final ``output`` file (online weights, every EMA copy, and the resolved config).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from ism import __version__
+from ism.checkpoint import (
+    CheckpointError,
+    atomic_save,
+    checkpoint_path,
+    newest_valid_checkpoint,
+    prune_checkpoints,
+)
+from ism.config import RunConfig, run_config_from_json
+from ism.data import BatchSchedule, Dataset, load_dataset
+from ism.method.ema import EMA
+from ism.method.shortcut import ShortcutObjective
+from ism.models import build_model
+from ism.runtime import autocast, seeded_generator, select_device
+
+log = logging.getLogger(__name__)
+
+MODEL_FORMAT = "ism-model-v1"
+# Keys that may change between a checkpoint and its resumption without changing what is trained.
+_RESUMABLE_CHANGES = {"steps", "checkpoint_every", "keep_checkpoints", "log_every", "device"}
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or inf; the last good checkpoint is left in place."""
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    step: int
+    finished: bool
+    resumed_from: int
+    output: Path | None
+
+
+def load_data(cfg: RunConfig) -> Dataset:
+    d = cfg.data
+    return load_dataset(
+        d.dataset,
+        root=d.root,
+        test_fraction=d.test_fraction,
+        split_seed=d.split_seed,
+        image_size=d.image_size,
+        num_points=d.num_points,
+    )
+
+
+def build_network(cfg: RunConfig, sample_shape: tuple[int, ...], num_classes: int) -> torch.nn.Module:
+    return build_model(
+        cfg.model.arch,
+        sample_shape=tuple(sample_shape),
+        num_classes=num_classes,
+        **cfg.model.network_kwargs(level_embedding=cfg.method.uses_levels),
+    )
+
+
+def training_identity(cfg: RunConfig) -> dict[str, Any]:
+    """The parts of a config that determine the trained weights step by step."""
+    dump = cfg.model_dump(mode="json", exclude={"name", "sample"})
+    dump["train"] = {k: v for k, v in dump["train"].items() if k not in _RESUMABLE_CHANGES}
+    return dump
+
+
+class Trainer:
+    """Trains one run; ``run(until_step=s)`` stops early (a time-limited job's slice) and can be resumed."""
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        *,
+        workdir: str | Path,
+        output: str | Path | None = None,
+        live_dir: str | Path | None = None,
+        dataset: Dataset | None = None,
+        progress: bool = True,
+    ):
+        self.cfg = cfg
+        self.workdir = Path(workdir)
+        self.ckpt_dir = self.workdir / "ckpt"
+        self.output = Path(output) if output is not None else None
+        self.live_dir = Path(live_dir) if live_dir is not None else None
+        self.progress = progress
+        self.device = select_device(cfg.train.device)
+        self.data = dataset if dataset is not None else load_data(cfg)
+
+        torch.manual_seed(cfg.train.seed)  # the initial weights are a function of the seed
+        self.model = build_network(cfg, self.data.sample_shape, self.data.num_classes).to(self.device)
+        t = cfg.train
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
+        self.emas = {name: EMA(self.model, e.decay, e.warmup) for name, e in t.ema.items()}
+        self.objective = ShortcutObjective(cfg.method, self.data.num_classes)
+        self.schedule = BatchSchedule(len(self.data.train.labels), t.batch_size, t.seed)
+        self.x_train = self.data.train.images.to(self.device)
+        self.y_train = self.data.train.labels.to(self.device)
+        self.step = 0
+        self.resumed_from = 0
+
+    # --- state ------------------------------------------------------------------------------------------
+    def target_network(self) -> torch.nn.Module:
+        name = self.cfg.method.target_weights
+        return self.model if name == "online" else self.emas[name].model
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "config": self.cfg.model_dump_json(),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "emas": {name: ema.state_dict() for name, ema in self.emas.items()},
+            # Every draw is seeded by (seed, step) and the data order by (seed, epoch): step and seed are the state.
+            "rng": {"seed": self.cfg.train.seed, "scheme": "sha256(seed, step)"},
+            "data_order": {
+                "seed": self.cfg.train.seed,
+                "batch_size": self.cfg.train.batch_size,
+                "epoch": self.schedule.epoch_of(self.step),
+            },
+            "ism_version": __version__,
+        }
+
+    def resume(self) -> int:
+        """Load the newest valid checkpoint of this workdir, if any; returns its step."""
+        found = newest_valid_checkpoint(self.ckpt_dir, map_location=self.device)
+        if found is None:
+            return 0
+        path, state = found
+        stored = run_config_from_json(state["config"])
+        if training_identity(stored) != training_identity(self.cfg):
+            raise CheckpointError(
+                f"checkpoint '{path}' was trained with a different configuration; use a new workdir or delete "
+                f"'{self.ckpt_dir}' to start over"
+            )
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        for name, ema in self.emas.items():
+            ema.load_state_dict(state["emas"][name])
+        self.step = self.resumed_from = int(state["step"])
+        log.info("resumed from %s (step %d)", path, self.step)
+        return self.step
+
+    def save_checkpoint(self) -> Path:
+        path = atomic_save(self.state_dict(), checkpoint_path(self.ckpt_dir, self.step))
+        prune_checkpoints(self.ckpt_dir, self.cfg.train.keep_checkpoints)
+        return path
+
+    def save_model(self) -> Path:
+        """The final artefact: online weights, every EMA, the config and what the sampler needs."""
+        assert self.output is not None
+        weights = {"online": self.model.state_dict()} | {n: e.model.state_dict() for n, e in self.emas.items()}
+        return atomic_save(
+            {
+                "format": MODEL_FORMAT,
+                "config": self.cfg.model_dump_json(),
+                "step": self.step,
+                "weights": weights,
+                "sample_shape": list(self.data.sample_shape),
+                "num_classes": self.data.num_classes,
+                "ism_version": __version__,
+            },
+            self.output,
+        )
+
+    # --- loop -------------------------------------------------------------------------------------------
+    def train_step(self, step: int) -> dict[str, torch.Tensor]:
+        idx = self.schedule.indices(step).to(self.device)
+        generator = seeded_generator(self.device, "step", self.cfg.train.seed, step)
+        with autocast(self.device, self.cfg.train.precision):
+            loss, logs = self.objective(
+                self.model, self.target_network(), self.x_train[idx], self.y_train[idx], generator
+            )
+        if not torch.isfinite(loss):
+            kept = newest_valid_checkpoint(self.ckpt_dir)
+            where = f"the last good checkpoint is '{kept[0]}'" if kept else "no checkpoint was written yet"
+            raise NonFiniteLossError(
+                f"loss is {loss.item()} at step {step}; stopped before the update ({where}). "
+                "Check the data for NaN/inf and lower train.lr"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.train.grad_clip is not None:
+            logs["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
+        self.optimizer.step()
+        for ema in self.emas.values():
+            ema.update(self.model)
+        return logs
+
+    def run(self, until_step: int | None = None) -> TrainResult:
+        t = self.cfg.train
+        self.resume()
+        end = t.steps if until_step is None else min(until_step, t.steps)
+        live = self._open_live()
+        self.model.train()
+        bar = tqdm(
+            total=t.steps,
+            initial=self.step,
+            disable=not self.progress,
+            desc=f"train {self.cfg.name}",
+            dynamic_ncols=True,
+            mininterval=1.0,
+        )
+        try:
+            while self.step < end:
+                logs = self.train_step(self.step)
+                self.step += 1
+                bar.update(1)
+                if self.step % t.log_every == 0 or self.step == end:
+                    values = {k: float(v) for k, v in logs.items()}
+                    bar.set_postfix(loss=f"{values['loss']:.4f}")
+                    log.info("step %d %s", self.step, " ".join(f"{k}={v:.5f}" for k, v in values.items()))
+                    if live is not None:
+                        live.step = self.step
+                        for key, value in values.items():
+                            live.log_metric(f"train/{key}", value)
+                        live.make_summary()
+                if self.step % t.checkpoint_every == 0 or self.step == end:
+                    self.save_checkpoint()
+        finally:
+            bar.close()
+            if live is not None:
+                live.end()
+        finished = self.step >= t.steps
+        output = self.save_model() if finished and self.output is not None else None
+        return TrainResult(step=self.step, finished=finished, resumed_from=self.resumed_from, output=output)
+
+    def _open_live(self):
+        if self.live_dir is None:
+            return None
+        from dvclive import Live  # imported lazily: dvclive pulls in git tooling
+
+        # save_dvc_exp/dvcyaml off: a job must never write DVC state (dvc.yaml declares the plots itself).
+        return Live(str(self.live_dir), resume=self.step > 0, save_dvc_exp=False, dvcyaml=False, report=None)
+
+
+def train(cfg: RunConfig, **kwargs: Any) -> TrainResult:
+    until_step = kwargs.pop("until_step", None)
+    return Trainer(cfg, **kwargs).run(until_step=until_step)

@@ -1,0 +1,33 @@
+"""Shared fixtures: tiny configurations that train in seconds on 2 CPU cores."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from ism.config import RunConfig, load_run
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = REPO / "config" / "config.yaml"
+
+TINY_OVERRIDES = [
+    "model.hidden_size=32",
+    "model.depth=2",
+    "model.num_heads=2",
+    "train.batch_size=16",
+    "train.checkpoint_every=2",
+    "train.log_every=1",
+    "train.device=cpu",
+    "sample.num_images=20",
+    "sample.batch_size=10",
+]
+
+
+@pytest.fixture(autouse=True)
+def _deterministic_threads():
+    torch.set_num_threads(2)
+
+
+def tiny_run(run: str = "sm", *extra: str) -> RunConfig:
+    """The default digits study shrunk to a tiny DiT (a few ms per step)."""
+    return load_run(DEFAULT_CONFIG, run, [*TINY_OVERRIDES, *extra])

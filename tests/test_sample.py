@@ -1,0 +1,103 @@
+"""The Euler sampler, where CFG applies, common random numbers, and the sample file layout."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from ism.checkpoint import CheckpointError
+from ism.sample import euler_sample, generate, guidance_allowed, load_trained, query_level, save_samples
+from ism.train import train
+
+from .conftest import tiny_run
+
+
+class Decay(torch.nn.Module):
+    """s(x) = −x: N Euler steps of size 1/N give x_N = (1 − 1/N)^N x_0."""
+
+    def forward(self, x, t, k, y, w=None):
+        self.seen_k = k
+        return -x
+
+
+class LabelVelocity(torch.nn.Module):
+    """A constant velocity per label: conditional 1, unconditional (null = 10) 0."""
+
+    def forward(self, x, t, k, y, w=None):
+        return (y != 10).float().reshape(-1, 1).expand_as(x)
+
+
+@pytest.mark.parametrize("steps", [1, 2, 4, 128])
+def test_euler_sample_matches_the_closed_form(steps):
+    noise = torch.randn(5, 3, generator=torch.Generator().manual_seed(0))
+    model = Decay()
+    x = euler_sample(model, noise, torch.zeros(5, dtype=torch.long), steps=steps, level=3)
+    assert torch.allclose(x, (1 - 1 / steps) ** steps * noise, rtol=1e-5, atol=1e-6)
+    assert torch.all(model.seen_k == 3)
+
+
+def test_cfg_mixes_conditional_and_unconditional_in_one_pass():
+    noise = torch.zeros(4, 2)
+    labels = torch.tensor([0, 1, 2, 3])
+    assert torch.allclose(euler_sample(LabelVelocity(), noise, labels, steps=4, level=2), torch.ones(4, 2))
+    guided_x = euler_sample(LabelVelocity(), noise, labels, steps=4, level=2, cfg_scale=1.5, null_label=10)
+    assert torch.allclose(guided_x, torch.full((4, 2), 1.5)), "0 + 1.5 (1 - 0) per unit time"
+    with pytest.raises(ValueError, match="power of two"):
+        euler_sample(LabelVelocity(), noise, labels, steps=3, level=2)
+
+
+def test_where_guidance_and_levels_apply():
+    sm, fm = tiny_run("sm"), tiny_run("fm")
+    assert [guidance_allowed(sm, n) for n in (1, 64, 128)] == [False, False, True]
+    assert all(guidance_allowed(fm, n) for n in (1, 64, 128))
+    assert [query_level(sm, n) for n in (1, 2, 128)] == [0, 1, 7]
+    assert [query_level(fm, n) for n in (1, 2, 128)] == [7, 7, 7], "flow matching has one level"
+
+
+@pytest.fixture(scope="module")
+def trained_model(tmp_path_factory):
+    out = tmp_path_factory.mktemp("model") / "model.pt"
+    train(tiny_run("sm", "train.steps=2"), workdir=out.parent / "w", output=out, progress=False)
+    return out
+
+
+def test_budgets_share_noise_and_labels(trained_model):
+    trained = load_trained(trained_model, weights="online")
+    _, labels_1, _ = generate(trained, 1, num_images=16, batch_size=8, seed=3)
+    _, labels_8, _ = generate(trained, 8, num_images=16, batch_size=8, seed=3)
+    assert torch.equal(labels_1, labels_8)
+    _, other, _ = generate(trained, 1, num_images=16, batch_size=8, seed=4)
+    assert not torch.equal(labels_1, other)
+    # An all-zero network (zero-initialised output layer) leaves the noise unchanged: same seed, same noise.
+    with torch.no_grad():
+        for p in trained.network.parameters():
+            p.zero_()
+    a, _, _ = generate(trained, 1, num_images=16, batch_size=8, seed=3)
+    b, _, _ = generate(trained, 4, num_images=16, batch_size=8, seed=3)
+    assert torch.equal(a, b) and a.std() > 0.5
+
+
+def test_sample_file_layout(trained_model, tmp_path):
+    trained = load_trained(trained_model)
+    images, labels, meta = generate(trained, 2, num_images=6, batch_size=6, seed=0)
+    path = save_samples(tmp_path / "steps2.npz", images, labels, meta)
+    with np.load(path, allow_pickle=False) as f:
+        assert f["arr_0"].dtype == np.uint8 and f["arr_0"].shape == (6, 8, 8, 1)
+        assert f["labels"].tolist() == labels.tolist()
+        stored = json.loads(str(f["meta"]))
+    assert stored["weights"] == "online" and stored["steps"] == 2 and stored["nfe"] == 2
+    assert not list(tmp_path.glob(".*tmp*")), "no temporary file left behind"
+
+
+def test_loading_errors_name_the_file(trained_model, tmp_path):
+    with pytest.raises(CheckpointError, match="no weights named 'slow'"):
+        load_trained(trained_model, weights="slow")
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_trained(tmp_path / "missing.pt")
+    ckpt = next((trained_model.parent / "w" / "ckpt").glob("ckpt-*.pt"))
+    with pytest.raises(CheckpointError, match="not an ism model file"):
+        load_trained(ckpt)
+    (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match=r"garbage\.pt"):
+        load_trained(tmp_path / "garbage.pt")
