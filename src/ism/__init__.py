@@ -1,2 +1,3 @@
 """ism: shortcut models and improved shortcut models."""
+
 __version__ = "0.1.0"

@@ -37,7 +37,12 @@ from ism.method.flow import expand_like, interpolate, uniform_grid_times, veloci
 
 class VelocityModel(Protocol):
     def __call__(
-        self, x: torch.Tensor, t: torch.Tensor, k: torch.Tensor, y: torch.Tensor, w: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        k: torch.Tensor,
+        y: torch.Tensor,
+        w: torch.Tensor | None = None,
     ) -> torch.Tensor: ...
 
 
@@ -159,8 +164,15 @@ class ShortcutObjective:
         x0 = torch.randn(x1.shape, generator=generator, device=x1.device, dtype=x1.dtype)
         x_t = interpolate(x0, x1, t, m.time_eps)
         target = bootstrap_targets(
-            target_model, x_t, t, k, y, max_level=m.max_level, cfg_scale=m.bootstrap_cfg_scale,
-            null_label=self.null_label, clip=m.target_clip,
+            target_model,
+            x_t,
+            t,
+            k,
+            y,
+            max_level=m.max_level,
+            cfg_scale=m.bootstrap_cfg_scale,
+            null_label=self.null_label,
+            clip=m.target_clip,
         )
         return x_t, t, k, y, target
 
@@ -185,7 +197,11 @@ class ShortcutObjective:
         return (pred.float() - target.float()).pow(2).flatten(1).mean(1)
 
     def __call__(
-        self, model: VelocityModel, target_model: VelocityModel, x1: torch.Tensor, y: torch.Tensor,
+        self,
+        model: VelocityModel,
+        target_model: VelocityModel,
+        x1: torch.Tensor,
+        y: torch.Tensor,
         generator: torch.Generator,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The training loss and detached per-part losses (for logging)."""
