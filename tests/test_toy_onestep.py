@@ -1,9 +1,11 @@
 """A one-step map is learned: on 2-D toy sets, shortcut 1-step samples are far closer to the data than flow
 matching's 1-step samples (which collapse towards the mean) and clearly closer than the untrained model's
-(whose 1-step samples are the noise itself). Distances are sliced W2 over 256 directions, online weights.
+(whose 1-step samples are the noise itself). Distances are sliced W2 over 256 directions.
 
 Bootstrap targets come from a 0.95 EMA: a 0.999 EMA still holds ~13% of the initial weights after 2,000 steps
-and barely learns in that time (METHOD.md §E).
+and barely learns in that time (METHOD.md §E). Samples come from that same 0.95 EMA copy: at a constant lr of
+1e-3 the online weights' 1-step distance swings between 0.10 and 0.23 across seeds on the checkerboard, the
+EMA's stays at 0.08-0.09, so the EMA makes the check a statement about the method rather than the last step.
 """
 
 import pytest
@@ -22,7 +24,7 @@ def toy_config(dataset: str, method: str, seed: int, steps: int = 2000) -> RunCo
         {
             "name": method,
             "data": {"dataset": dataset, "num_points": 20000, "split_seed": 0},
-            "model": {"arch": "mlp", "hidden_size": 256, "depth": 4, "embed_dim": 64},
+            "model": {"arch": "mlp", "hidden_size": 128, "depth": 4, "embed_dim": 64},
             "method": {"name": method, "sc_fraction": 0.25, "class_dropout": 0.0, "bootstrap_cfg_scale": 1.0},
             "train": {
                 "steps": steps,
@@ -48,7 +50,7 @@ def one_step_distance(tmp_path, dataset: str, method: str, seed: int, steps: int
     else:
         trainer.save_model()
     samples, _, _ = generate(
-        load_trained(tmp_path / f"{method}.pt"),
+        load_trained(tmp_path / f"{method}.pt", weights="target"),
         1,
         num_images=NUM_SAMPLES,
         batch_size=NUM_SAMPLES,
@@ -63,8 +65,10 @@ def check_one_step_map(tmp_path, dataset: str, seed: int):
     flow = one_step_distance(tmp_path, dataset, "fm", seed, steps=2000)
     shortcut = one_step_distance(tmp_path, dataset, "sm", seed, steps=2000)
     print(f"{dataset} seed {seed}: untrained {untrained:.3f}  fm {flow:.3f}  sm {shortcut:.3f}")
-    assert shortcut < 0.25 * flow, (shortcut, flow)
-    assert shortcut < 0.6 * untrained, (shortcut, untrained)
+    # Seen here (seeds 0-2): checkerboard sm 0.09-0.11, untrained 0.25, fm 1.06-1.10;
+    # eight Gaussians sm 0.15-0.16, untrained 0.56, fm 1.31-1.34.
+    assert shortcut < 0.15 * flow, (shortcut, flow)
+    assert shortcut < 0.5 * untrained, (shortcut, untrained)
 
 
 @pytest.mark.parametrize("dataset", ["checkerboard", "eight_gaussians"])
