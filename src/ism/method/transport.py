@@ -1,0 +1,94 @@
+"""Scaling optimal transport (sOT, iSM §B4): one exact noise–data assignment over a pool of K batches.
+
+Random pairing of noise x0 and data x1 makes the conditional paths cross; minibatch OT re-pairs them along the
+optimal assignment, and its quality grows with the number of points matched. sOT decouples that number from
+the training batch B: pool K consecutive batches (P = K·B images), draw P noise vectors once, solve
+
+    π* = argmin_π Σ_j ‖x0_π(j) − x1_j‖²        (an exact assignment; scipy.optimize.linear_sum_assignment)
+
+on the squared Euclidean cost C_ij = ‖x0_i‖² + ‖x1_j‖² − 2 x0_i·x1_j (one matrix product), and hand the
+re-paired (x0_π(j), x1_j, y_j) back as the K batches. Only the noise moves: every image keeps its label and its
+place in the data order, so the batches are exactly those of training without OT (ASSUMPTION: class-agnostic
+OT over the pool, METHOD.md §B4). Pool p is a pure function of (seed, p), so a resumed run re-solves the same
+pool, and the next pool is solved ahead of time in a background thread.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment
+
+from ism.data import BatchSchedule
+from ism.runtime import seeded_generator
+
+
+def squared_distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """C_ij = ‖a_i − b_j‖² for flattened rows, as ‖a‖² + ‖b‖² − 2 a bᵀ (float64 for an exact assignment)."""
+    a, b = a.flatten(1).double(), b.flatten(1).double()
+    return (a.pow(2).sum(1)[:, None] + b.pow(2).sum(1)[None, :] - 2 * a @ b.T).clamp_min_(0)
+
+
+def optimal_pairing(noise: torch.Tensor, data: torch.Tensor) -> torch.Tensor:
+    """perm such that noise[perm[j]] is the optimal partner of data[j] (an exact assignment)."""
+    cost = squared_distances(noise, data).cpu().numpy()
+    noise_rows, data_cols = linear_sum_assignment(cost)
+    perm = np.empty_like(noise_rows)
+    perm[data_cols] = noise_rows
+    return torch.from_numpy(perm).long()
+
+
+def pairing_cost(noise: torch.Tensor, data: torch.Tensor) -> float:
+    """Σ_j ‖noise_j − data_j‖² of the rows as they are paired."""
+    return float((noise.flatten(1).double() - data.flatten(1).double()).pow(2).sum())
+
+
+class PooledPairing:
+    """Noise for every training step, re-paired by one exact OT assignment per pool of K batches."""
+
+    def __init__(
+        self, images: torch.Tensor, schedule: BatchSchedule, pool_batches: int, seed: int, prefetch: bool = True
+    ):
+        if pool_batches < 1:
+            raise ValueError(f"pool_batches must be at least 1, got {pool_batches}")
+        self.images = images.cpu()
+        self.schedule = schedule
+        self.pool_batches = pool_batches
+        self.seed = seed
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sot") if prefetch else None
+        self._pending: dict[int, Future] = {}
+        self._current: tuple[int, torch.Tensor, torch.Tensor] | None = None
+
+    def solve_pool(self, pool: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(data indices (P,), noise (P, …) paired row by row) of pool ``pool``."""
+        steps = range(pool * self.pool_batches, (pool + 1) * self.pool_batches)
+        indices = torch.cat([self.schedule.indices(s) for s in steps])
+        data = self.images[indices]
+        generator = seeded_generator(torch.device("cpu"), "sot-noise", self.seed, pool)
+        noise = torch.randn(data.shape, generator=generator, dtype=data.dtype)
+        return indices, noise[optimal_pairing(noise, data)]
+
+    def _pool(self, pool: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._current is not None and self._current[0] == pool:
+            return self._current[1], self._current[2]
+        future = self._pending.pop(pool, None)
+        indices, noise = future.result() if future is not None else self.solve_pool(pool)
+        self._current = (pool, indices, noise)
+        if self._executor is not None and pool + 1 not in self._pending:
+            self._pending = {pool + 1: self._executor.submit(self.solve_pool, pool + 1)}
+        return indices, noise
+
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(data indices (B,), paired noise (B, …)) of training step ``step``."""
+        indices, noise = self._pool(step // self.pool_batches)
+        rows = slice((step % self.pool_batches) * self.schedule.batch_size, None)
+        size = self.schedule.batch_size
+        return indices[rows][:size], noise[rows][:size]
+
+    def close(self) -> None:
+        """Stop prefetching (later calls solve synchronously)."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor, self._pending = None, {}

@@ -1,0 +1,87 @@
+"""Scaling OT: a true permutation, never costlier than random pairing, labels untouched, K = 1 is minibatch OT,
+and the prefetched pairing equals the synchronous one."""
+
+import itertools
+
+import pytest
+import torch
+
+from ism.data import BatchSchedule
+from ism.method.transport import PooledPairing, optimal_pairing, pairing_cost, squared_distances
+from ism.runtime import seeded_generator
+
+
+def _points(n, d=3, seed=0):
+    return torch.randn(n, d, generator=torch.Generator().manual_seed(seed))
+
+
+def test_squared_distances_is_the_pairwise_cost():
+    a, b = _points(5), _points(7, seed=1)
+    assert torch.allclose(squared_distances(a, b), torch.cdist(a.double(), b.double()).pow(2), atol=1e-9)
+
+
+def test_assignment_is_a_permutation_and_optimal_on_a_brute_forced_case():
+    noise, data = _points(6), _points(6, seed=1)
+    perm = optimal_pairing(noise, data)
+    assert sorted(perm.tolist()) == list(range(6))
+    best = min(pairing_cost(noise[list(p)], data) for p in itertools.permutations(range(6)))
+    assert pairing_cost(noise[perm], data) == pytest.approx(best)
+
+
+def test_never_costlier_than_random_pairing_and_cheaper_on_average():
+    gains = []
+    for seed in range(20):
+        noise, data = _points(64, d=4, seed=seed), _points(64, d=4, seed=100 + seed) + 2.0
+        optimal = pairing_cost(noise[optimal_pairing(noise, data)], data)
+        random = pairing_cost(noise, data)  # the identity pairing of independent draws is a random pairing
+        assert optimal <= random + 1e-9
+        gains.append(1 - optimal / random)
+    assert sum(gains) / len(gains) > 0.05
+
+
+def _pairing(pool_batches, prefetch, seed=0, num_items=50, batch=8):
+    images = torch.randn(num_items, 1, 2, 2, generator=torch.Generator().manual_seed(9))
+    return PooledPairing(images, BatchSchedule(num_items, batch, seed=seed), pool_batches, seed=3, prefetch=prefetch)
+
+
+def test_batches_keep_the_data_order_so_labels_stay_with_their_images():
+    pairing = _pairing(pool_batches=4, prefetch=False)
+    for step in range(10):
+        indices, noise = pairing.batch(step)
+        assert torch.equal(indices, pairing.schedule.indices(step)), "only the noise is re-paired"
+        assert noise.shape == (8, 1, 2, 2)
+
+
+def test_pool_of_one_batch_is_plain_minibatch_ot():
+    pairing = _pairing(pool_batches=1, prefetch=False)
+    indices, noise = pairing.batch(5)
+    data = pairing.images[indices]
+    raw = torch.randn(data.shape, generator=seeded_generator(torch.device("cpu"), "sot-noise", 3, 5))
+    assert torch.equal(noise, raw[optimal_pairing(raw, data)]), "K = 1: OT within the training batch"
+    assert torch.equal(optimal_pairing(noise, data), torch.arange(8)), "the returned pairing is already optimal"
+
+
+def test_larger_pools_lower_the_per_batch_cost_than_random_pairing():
+    pooled = _pairing(pool_batches=4, prefetch=False, num_items=256, batch=32)
+    generator = torch.Generator().manual_seed(0)
+    pooled_cost = random_cost = 0.0
+    for step in range(8):
+        indices, noise = pooled.batch(step)
+        data = pooled.images[indices]
+        pooled_cost += pairing_cost(noise, data)
+        random_cost += pairing_cost(torch.randn(noise.shape, generator=generator), data)
+    assert pooled_cost < 0.95 * random_cost
+
+
+def test_prefetch_gives_the_same_pairing_as_the_synchronous_path_and_resumes():
+    sync, ahead = _pairing(pool_batches=3, prefetch=False), _pairing(pool_batches=3, prefetch=True)
+    try:
+        for step in range(12):
+            a, b = sync.batch(step), ahead.batch(step)
+            assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+        resumed = _pairing(pool_batches=3, prefetch=True)  # as after loading a checkpoint at step 7
+        for step in range(7, 12):
+            assert torch.equal(resumed.batch(step)[1], sync.batch(step)[1])
+        resumed.close()
+    finally:
+        ahead.close()

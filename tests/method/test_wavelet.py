@@ -1,0 +1,76 @@
+"""The multi-level wavelet loss: exact DWT against PyWavelets, perfect reconstruction, Parseval, weighting."""
+
+import numpy as np
+import pytest
+import pywt
+import torch
+
+from ism.method.wavelet import WaveletLoss, WaveletTransform
+
+
+@pytest.mark.parametrize("wavelet", ["haar", "db2", "sym4"])
+def test_one_level_matches_pywavelets_periodization(wavelet):
+    x = torch.randn(2, 3, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    transform = WaveletTransform(wavelet).double()
+    transform.kernels = transform.kernels.double()
+    bands = transform.analysis(x)
+    c_a, (c_h, c_v, c_d) = pywt.dwt2(x.numpy(), wavelet, mode="periodization", axes=(-2, -1))
+    for i, reference in enumerate([c_a, c_h, c_v, c_d]):
+        np.testing.assert_allclose(bands[:, :, i].numpy(), reference, atol=1e-6)
+
+
+@pytest.mark.parametrize("wavelet", ["haar", "db2"])
+def test_perfect_reconstruction_and_parseval_over_all_levels(wavelet):
+    x = torch.randn(4, 2, 32, 32, generator=torch.Generator().manual_seed(1))
+    transform = WaveletTransform(wavelet)
+    details, low = transform(x)
+    assert len(details) == transform.max_levels(32)
+    assert torch.allclose(transform.inverse(details, low), x, atol=1e-5)
+    energy = low.pow(2).sum() + sum(d.pow(2).sum() for d in details)
+    assert energy.item() == pytest.approx(x.pow(2).sum().item(), rel=1e-5)
+
+
+def test_default_levels_follow_the_spatial_size():
+    assert WaveletTransform("haar").max_levels(32) == 5, "iSM's L = 5 for 32x32 latents"
+    assert WaveletTransform("haar").max_levels(8) == 3
+    with pytest.raises(ValueError, match="levels do not fit"):
+        WaveletTransform("haar", levels=4)(torch.zeros(1, 1, 8, 8))
+    with pytest.raises(ValueError, match="not orthogonal"):
+        WaveletTransform("bior2.2")
+
+
+def test_parseval_trap_sum_reduction_with_unit_weights_equals_mse():
+    pred = torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(2))
+    target = torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(3))
+    mse = (pred - target).pow(2).flatten(1).mean(1)
+    trap = WaveletLoss(reduction="sum", include_mse=False)(pred, target)
+    assert torch.allclose(trap, mse, rtol=1e-5), "unit weights + sum reduction is the MSE in disguise"
+    default = WaveletLoss()(pred, target)
+    assert not torch.allclose(default, 2 * mse, rtol=1e-2), "the default (band means) is not a rescaled MSE"
+
+
+def test_band_means_weight_coarse_bands_up():
+    # An error that lives only in the coarsest LL band: the MSE is tiny, the band-mean term is large.
+    transform = WaveletTransform("haar")
+    details, low = transform(torch.zeros(1, 1, 8, 8))
+    low = torch.ones_like(low)
+    error = transform.inverse(details, low)
+    loss = WaveletLoss(include_mse=False)
+    assert loss.wavelet_term(error).item() == pytest.approx(1.0)
+    assert error.pow(2).mean().item() == pytest.approx(1 / 64)
+
+
+def test_level_weights_change_the_loss():
+    pred = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(4))
+    target = torch.zeros_like(pred)
+    flat = WaveletLoss(level_weights=[1, 1, 1])(pred, target)
+    fine = WaveletLoss(level_weights=[4, 1, 1])(pred, target)
+    assert torch.all(fine > flat)
+    with pytest.raises(ValueError, match="level weights"):
+        WaveletLoss(level_weights=[1, 1])(pred, target)
+
+
+def test_gradients_flow_to_the_prediction():
+    pred = torch.randn(2, 3, 8, 8, requires_grad=True)
+    WaveletLoss(wavelet="db2")(pred, torch.zeros_like(pred)).sum().backward()
+    assert pred.grad is not None and pred.grad.abs().sum() > 0
