@@ -106,3 +106,25 @@ def test_exported_schema_accepts_the_default_and_rejects_bad_keys():
     bad["train"]["batch_size"] = "big"
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(bad, schema)
+
+
+def test_runs_inherit_from_other_runs():
+    study = _study()
+    study["runs"] |= {"a": {"inherit": "sm", "train": {"lr": 0.01}}, "b": {"inherit": "a", "train": {"seed": 3}}}
+    cfg = resolve_run(study, "b")
+    assert (cfg.train.lr, cfg.train.seed, cfg.method.name) == (0.01, 3, "sm")
+    study["runs"] |= {"c": {"inherit": "d"}, "d": {"inherit": "c"}}
+    with pytest.raises(ConfigError, match="inheritance cycle c -> d -> c"):
+        resolve_run(study, "c")
+    study["runs"]["e"] = {"inherit": "nope"}
+    with pytest.raises(ConfigError, match="no run named 'nope' \\(inherited by 'e'\\)"):
+        resolve_run(study, "e")
+
+
+def test_ism_component_rules():
+    with pytest.raises(ConfigError, match=r"'method\.wavelet\.enabled': the wavelet loss needs images"):
+        load_run(DEFAULT, "ism", ["data.dataset=checkerboard", "model.arch=mlp"])
+    with pytest.raises(ConfigError, match=r"cannot be combined with method\.release_slicing"):
+        load_run(DEFAULT, "ism", ["method.release_slicing=true"])
+    with pytest.raises(ConfigError, match=r"'method\.wavelet\.name'.*not an orthogonal"):
+        load_run(DEFAULT, "ism", ["method.wavelet.name=bior2.2"])

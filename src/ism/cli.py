@@ -94,6 +94,13 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         help="CFG scale where the method allows it (SM: N = M only); 1 = off (default: config)",
     )
+    sample.add_argument(
+        "--guidance",
+        type=float,
+        nargs="+",
+        metavar="W",
+        help="guidance scales w of an intrinsic-guidance (iSM) run, one file each (default: sample.guidance)",
+    )
     sample.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     return parser
 
@@ -129,6 +136,7 @@ def _sample(args: argparse.Namespace) -> None:
         seed=args.seed,
         weights=args.weights,
         cfg_scale=args.cfg_scale,
+        guidance=args.guidance,
         device=args.device,
         progress=not args.quiet,
     )

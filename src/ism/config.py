@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -114,8 +115,60 @@ class EMAConfig(_Strict):
     )
 
 
+class GuidanceConfig(_Strict):
+    """Intrinsic guidance (iSM §B2): the network takes w; guidance is learned at d = 0 and spread by consistency."""
+
+    intrinsic: bool = Field(False, description="Switch: intrinsic guidance (w as a network input, three loss terms).")
+    interval: bool = Field(True, description="Switch: interval guidance, no guidance target for t < t_interval.")
+    t_interval: float = Field(0.3, ge=0, lt=1, description="t_int (t = 0 is noise).")
+    w_max: float = Field(3.5, gt=0, description="Largest guidance scale of the training grid.")
+    w_step: float = Field(0.25, gt=0, description="Spacing of the guidance grid {0, step, ..., w_max}.")
+    fraction: float = Field(
+        0.5, gt=0, lt=1, description="Share of the flow-matching rows trained as guidance rows (w > 0, no dropout)."
+    )
+
+    @model_validator(mode="after")
+    def _grid(self) -> GuidanceConfig:
+        if abs(round(self.w_max / self.w_step) * self.w_step - self.w_max) > 1e-9:
+            raise ValueError(f"w_max {self.w_max} is not a multiple of w_step {self.w_step}")
+        return self
+
+
+class WaveletConfig(_Strict):
+    """Multi-level wavelet loss (iSM §B3): mean(e^2) + weight * sum of per-band means of squared DWT(e)."""
+
+    enabled: bool = Field(False, description="Switch: add the wavelet term to the squared error (images only).")
+    name: str = Field("haar", description="Orthogonal PyWavelets family (haar, db2, sym4, coif1, ...).")
+    levels: int | None = Field(None, ge=1, description="DWT levels (None: as many as the size allows).")
+    weight: float = Field(1.0, ge=0, description="lambda_w of the wavelet term.")
+    level_weights: list[float] | None = Field(None, description="lambda_l per level, finest first (None: ones).")
+    low_weight: float = Field(1.0, ge=0, description="lambda_LL of the coarsest low-pass band.")
+    reduction: Literal["mean", "sum"] = Field(
+        "mean", description="Per-band mean (default) or sum over coefficients (= the MSE with unit weights)."
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _orthogonal(cls, v: str) -> str:
+        import pywt
+
+        if v not in pywt.wavelist(kind="discrete") or not pywt.Wavelet(v).orthogonal:
+            raise ValueError(f"'{v}' is not an orthogonal discrete wavelet of PyWavelets (e.g. haar, db2, sym4)")
+        return v
+
+
+class TransportConfig(_Strict):
+    """Scaling optimal transport (iSM §B4): one exact assignment over a pool of K batches."""
+
+    enabled: bool = Field(False, description="Switch: re-pair noise and data by pooled optimal transport.")
+    pool_batches: int = Field(32, ge=1, description="K: batches per OT pool (1 = plain minibatch OT).")
+    prefetch: bool = Field(True, description="Solve the next pool in a background thread.")
+
+
 class MethodConfig(_Strict):
-    name: Literal["fm", "sm"] = Field("sm", description="fm: flow matching; sm: shortcut model.")
+    name: Literal["fm", "sm", "ism"] = Field(
+        "sm", description="fm: flow matching; sm: shortcut model; ism: shortcut model with the iSM switches."
+    )
     base_steps: int = Field(128, description="M: the finest step is d = 1/M; a power of two.")
     sc_fraction: float = Field(
         0.125,
@@ -125,15 +178,34 @@ class MethodConfig(_Strict):
     )
     class_dropout: float = Field(0.1, ge=0, le=1, description="Label dropout on flow-matching rows only.")
     bootstrap_cfg_scale: float = Field(
-        1.5, ge=0, description="CFG scale inside the finest-level bootstrap targets (1: conditional only)."
+        1.5,
+        ge=0,
+        description="CFG scale inside the finest-level bootstrap targets (1: conditional only; unused with "
+        "intrinsic guidance, which has no CFG mixing).",
     )
     target_clip: float = Field(4.0, gt=0, description="Clip of the bootstrap midpoint and target (+-).")
-    target_weights: str = Field("target", description="'online' or the name of an EMA in train.ema.")
+    target_weights: str = Field(
+        "target",
+        description="Weights that produce every bootstrap/guidance target: 'online' or an EMA in train.ema "
+        "(the twin-EMA switch: a fast EMA here, a slow one in sample.weights).",
+    )
     time_eps: float = Field(1e-5, ge=0, lt=0.01, description="x_t = (1-(1-eps)t) x0 + t x1.")
     release_slicing: bool = Field(
         False,
         description="Replicate the SM release quirk: FM rows reuse the first images of the SC rows.",
     )
+    guidance: GuidanceConfig = Field(default_factory=GuidanceConfig)
+    wavelet: WaveletConfig = Field(default_factory=WaveletConfig)
+    transport: TransportConfig = Field(default_factory=TransportConfig)
+
+    @model_validator(mode="after")
+    def _compatible(self) -> MethodConfig:
+        if self.transport.enabled and self.release_slicing:
+            raise ValueError(
+                "method.transport.enabled: optimal transport pairs every row once; "
+                "it cannot be combined with method.release_slicing"
+            )
+        return self
 
     @field_validator("base_steps")
     @classmethod
@@ -194,6 +266,17 @@ class SampleConfig(_Strict):
     cfg_scale: float = Field(
         1.5, ge=0, description="CFG scale at the finest level (N = M), where the method allows it; 1 = off."
     )
+    guidance: list[float] = Field(
+        default_factory=lambda: [0.5],
+        description="Guidance scales w sampled by intrinsic-guidance runs (w = 0.5 ~ CFG 1.5); one file each.",
+    )
+
+    @field_validator("guidance")
+    @classmethod
+    def _guidance(cls, v: list[float]) -> list[float]:
+        if not v or any(w < 0 for w in v):
+            raise ValueError("give at least one guidance scale, each >= 0")
+        return v
 
     @field_validator("budgets")
     @classmethod
@@ -231,6 +314,8 @@ class RunConfig(_Strict):
         if too_fine:
             raise ValueError(f"sample.budgets: {too_fine} exceed method.base_steps={self.method.base_steps}")
         vector_data = self.data.dataset in ("checkerboard", "eight_gaussians")
+        if vector_data and self.method.wavelet.enabled:
+            raise ValueError("method.wavelet.enabled: the wavelet loss needs images; the 2-D toy sets have none")
         if vector_data != (self.model.arch == "mlp"):
             raise ValueError(
                 f"model.arch: '{self.model.arch}' does not fit dataset '{self.data.dataset}' "
@@ -250,7 +335,7 @@ class StudyConfig(_Strict):
     sample: SampleConfig = Field(default_factory=SampleConfig)
     runs: dict[str, dict[str, Any]] = Field(
         default_factory=lambda: {"fm": {"method": {"name": "fm"}}, "sm": {"method": {"name": "sm"}}},
-        description="Named runs: overrides of the base sections above.",
+        description="Named runs: overrides of the base sections above; 'inherit: <run>' starts from another run.",
     )
 
 
@@ -260,6 +345,12 @@ def _format_validation_error(err: ValidationError, prefix: str = "") -> str:
     message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         message = "unknown key (check the spelling against config/README.md)"
+    # Cross-key checks raise "section.key: why" from a model validator: name that key, not the section.
+    named = re.match(r"^([A-Za-z_][\w.]*): (.*)$", message)
+    if named and "." in named.group(1):
+        inner = named.group(1)
+        where = inner if where == "(top level)" else f"{where}.{inner.split('.', 1)[1]}"
+        message = named.group(2)
     extra = f" (and {len(err.errors()) - 1} more problems)" if len(err.errors()) > 1 else ""
     return f"{prefix}config key '{where}': {message}{extra}"
 
@@ -313,13 +404,25 @@ def validate_study(raw: dict[str, Any]) -> StudyConfig:
     return study
 
 
+def _run_overrides(runs: dict[str, Any], run: str, chain: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A run's overrides, with ``inherit: <other run>`` resolved first (so ablations restate only a switch)."""
+    if run not in runs:
+        where = f" (inherited by '{chain[-1]}')" if chain else ""
+        raise ConfigError(f"config key 'runs': no run named '{run}'{where} (defined: {sorted(runs) or 'none'})")
+    if run in chain:
+        raise ConfigError(f"config key 'runs.{run}.inherit': inheritance cycle {' -> '.join((*chain, run))}")
+    overrides = dict(runs[run] or {})
+    parent = overrides.pop("inherit", None)
+    if parent is None:
+        return overrides
+    return deep_merge(_run_overrides(runs, parent, (*chain, run)), overrides)
+
+
 def resolve_run(raw_study: dict[str, Any], run: str, overrides: list[str] = ()) -> RunConfig:
     """Merge run ``run``'s overrides (then ``key=value`` overrides) onto the base and validate."""
     runs = raw_study.get("runs") or {}
-    if run not in runs:
-        raise ConfigError(f"config key 'runs': no run named '{run}' (defined: {sorted(runs) or 'none'})")
     base = {k: v for k, v in raw_study.items() if k not in ("runs", "study")}
-    merged = deep_merge(base, runs[run] or {})
+    merged = deep_merge(base, _run_overrides(runs, run))
     for assignment in overrides:
         merged = deep_merge(merged, parse_override(assignment))
     merged["name"] = run

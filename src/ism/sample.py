@@ -60,7 +60,10 @@ def load_trained(path: str | Path, weights: str | None = None, device: str | tor
 
 
 def guidance_allowed(cfg: RunConfig, steps: int) -> bool:
-    """SM's unconditional branch exists only at the finest level; flow matching has a single level."""
+    """Where CFG may mix two passes: SM's unconditional branch exists only at the finest level; flow matching
+    has a single level; intrinsic guidance replaces CFG by the network's w input (never two passes)."""
+    if cfg.method.guidance.intrinsic:
+        return False
     return (not cfg.method.uses_levels) or steps == cfg.method.base_steps
 
 
@@ -79,8 +82,11 @@ def euler_sample(
     level: int,
     cfg_scale: float = 1.0,
     null_label: int | None = None,
+    guidance: float | None = None,
 ) -> torch.Tensor:
-    """Integrate from t = 0 (noise) to t = 1 (data) in ``steps`` Euler steps of size d = 1/steps."""
+    """Integrate from t = 0 (noise) to t = 1 (data) in ``steps`` Euler steps of size d = 1/steps.
+
+    ``guidance`` is the w input of a network trained with intrinsic guidance (one forward per step)."""
     if not is_power_of_two(steps):
         raise ValueError(f"steps={steps} is not a power of two")
     guide = cfg_scale != 1.0
@@ -91,13 +97,14 @@ def euler_sample(
     x = noise
     y = torch.cat([labels, torch.full_like(labels, null_label)]) if guide else labels
     k = torch.full((y.shape[0],), level, dtype=torch.long, device=noise.device)
+    w = None if guidance is None else torch.full((y.shape[0],), float(guidance), device=noise.device)
     for i in range(steps):
         t = torch.full((y.shape[0],), i * d, device=noise.device)
         if guide:
-            v = network(torch.cat([x, x]), t, k, y).float()
+            v = network(torch.cat([x, x]), t, k, y, w).float()
             v = guided(v[:batch], v[batch:], cfg_scale)
         else:
-            v = network(x, t, k, y).float()
+            v = network(x, t, k, y, w).float()
         x = x + d * v
     return x
 
@@ -110,6 +117,7 @@ def generate(
     batch_size: int,
     seed: int,
     cfg_scale: float | None = None,
+    guidance: float | None = None,
     device: str | torch.device = "cpu",
     progress: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
@@ -123,6 +131,11 @@ def generate(
     cfg = trained.config
     scale = cfg.sample.cfg_scale if cfg_scale is None else cfg_scale
     applied = scale if guidance_allowed(cfg, steps) else 1.0
+    intrinsic = cfg.method.guidance.intrinsic
+    if intrinsic and guidance is None:
+        guidance = cfg.sample.guidance[0]
+    if not intrinsic and guidance is not None:
+        raise ConfigError(f"run '{cfg.name}' was trained without intrinsic guidance: it takes no guidance scale w")
     device = torch.device(device)
     level = query_level(cfg, steps)
     images, labels = [], []
@@ -140,6 +153,7 @@ def generate(
             level=level,
             cfg_scale=applied,
             null_label=trained.num_classes,
+            guidance=guidance,
         )
         images.append(x.cpu())
         labels.append(y.cpu())
@@ -149,6 +163,7 @@ def generate(
         "level": level,
         "nfe": steps * (2 if applied != 1.0 else 1),
         "cfg_scale": applied,
+        "guidance": guidance,
         "weights": trained.weights,
         "train_step": trained.step,
         "seed": seed,
@@ -220,6 +235,11 @@ def save_grid(
     return path
 
 
+def sample_name(steps: int, guidance: float | None) -> str:
+    """``steps<N>`` or, for runs with intrinsic guidance, ``steps<N>-w<w>`` (e.g. steps4-w1.5)."""
+    return f"steps{steps}" if guidance is None else f"steps{steps}-w{guidance:g}"
+
+
 def sample_to_files(
     model_path: str | Path,
     out_dir: str | Path,
@@ -230,32 +250,44 @@ def sample_to_files(
     seed: int | None = None,
     weights: str | None = None,
     cfg_scale: float | None = None,
+    guidance: list[float] | None = None,
     device: str = "auto",
     progress: bool = True,
 ) -> list[Path]:
-    """Sample every budget and write ``steps<N>.npz`` and ``steps<N>.png`` into ``out_dir``."""
+    """Sample every budget (× every guidance scale w of an intrinsic-guidance run) and write
+    ``<name>.npz`` and ``<name>.png`` into ``out_dir`` (names from :func:`sample_name`)."""
     dev = select_device(device)
     trained = load_trained(model_path, weights=weights, device=dev)
-    s = trained.config.sample
-    too_fine = [n for n in budgets if not is_power_of_two(n) or n > trained.config.method.base_steps]
+    cfg = trained.config
+    too_fine = [n for n in budgets if not is_power_of_two(n) or n > cfg.method.base_steps]
     if too_fine:
         raise ConfigError(
-            f"--steps {too_fine}: budgets must be powers of two up to "
-            f"method.base_steps={trained.config.method.base_steps}"
+            f"--steps {too_fine}: budgets must be powers of two up to method.base_steps={cfg.method.base_steps}"
         )
+    if cfg.method.guidance.intrinsic:
+        scales: list[float | None] = list(guidance or cfg.sample.guidance)
+        if any(w < 0 for w in scales):
+            raise ConfigError(f"--guidance {scales}: guidance scales must be >= 0")
+    elif guidance:
+        raise ConfigError(f"--guidance: run '{cfg.name}' was trained without intrinsic guidance (use --cfg-scale)")
+    else:
+        scales = [None]
+    s = cfg.sample
     written = []
     for steps in budgets:
-        samples, labels, meta = generate(
-            trained,
-            steps,
-            num_images=num_images or s.num_images,
-            batch_size=batch_size or s.batch_size,
-            seed=s.seed if seed is None else seed,
-            cfg_scale=cfg_scale,
-            device=dev,
-            progress=progress,
-        )
-        out = Path(out_dir)
-        written.append(save_samples(out / f"steps{steps}.npz", samples, labels, meta))
-        save_grid(out / f"steps{steps}.png", samples)
+        for w in scales:
+            samples, labels, meta = generate(
+                trained,
+                steps,
+                num_images=num_images or s.num_images,
+                batch_size=batch_size or s.batch_size,
+                seed=s.seed if seed is None else seed,
+                cfg_scale=cfg_scale,
+                guidance=w,
+                device=dev,
+                progress=progress,
+            )
+            name = sample_name(steps, w)
+            written.append(save_samples(Path(out_dir) / f"{name}.npz", samples, labels, meta))
+            save_grid(Path(out_dir) / f"{name}.png", samples)
     return written

@@ -30,6 +30,7 @@ from ism.config import RunConfig, run_config_from_json
 from ism.data import BatchSchedule, Dataset, load_dataset
 from ism.method.ema import EMA
 from ism.method.shortcut import ShortcutObjective
+from ism.method.transport import PooledPairing
 from ism.models import build_model
 from ism.runtime import autocast, seeded_generator, select_device
 
@@ -70,6 +71,7 @@ def build_network(cfg: RunConfig, sample_shape: tuple[int, ...], num_classes: in
         sample_shape=tuple(sample_shape),
         num_classes=num_classes,
         **cfg.model.network_kwargs(level_embedding=cfg.method.uses_levels),
+        guidance_embedding=cfg.method.guidance.intrinsic,
     )
 
 
@@ -109,6 +111,12 @@ class Trainer:
         self.emas = {name: EMA(self.model, e.decay, e.warmup) for name, e in t.ema.items()}
         self.objective = ShortcutObjective(cfg.method, self.data.num_classes)
         self.schedule = BatchSchedule(len(self.data.train.labels), t.batch_size, t.seed)
+        ot = cfg.method.transport
+        self.pairing = (
+            PooledPairing(self.data.train.images, self.schedule, ot.pool_batches, t.seed, prefetch=ot.prefetch)
+            if ot.enabled
+            else None
+        )
         self.x_train = self.data.train.images.to(self.device)
         self.y_train = self.data.train.labels.to(self.device)
         self.step = 0
@@ -180,11 +188,15 @@ class Trainer:
 
     # --- loop -------------------------------------------------------------------------------------------
     def train_step(self, step: int) -> dict[str, torch.Tensor]:
-        idx = self.schedule.indices(step).to(self.device)
+        if self.pairing is not None:  # sOT: the same batch, with noise re-paired over its pool
+            idx, x0 = self.pairing.batch(step)
+            idx, x0 = idx.to(self.device), x0.to(self.device)
+        else:
+            idx, x0 = self.schedule.indices(step).to(self.device), None
         generator = seeded_generator(self.device, "step", self.cfg.train.seed, step)
         with autocast(self.device, self.cfg.train.precision):
             loss, logs = self.objective(
-                self.model, self.target_network(), self.x_train[idx], self.y_train[idx], generator
+                self.model, self.target_network(), self.x_train[idx], self.y_train[idx], generator, x0
             )
         if not torch.isfinite(loss):
             kept = newest_valid_checkpoint(self.ckpt_dir)
@@ -234,6 +246,8 @@ class Trainer:
                     self.save_checkpoint()
         finally:
             bar.close()
+            if self.pairing is not None:
+                self.pairing.close()
             if live is not None:
                 live.end()
         finished = self.step >= t.steps

@@ -33,6 +33,8 @@ import torch
 
 from ism.config import MethodConfig
 from ism.method.flow import expand_like, interpolate, uniform_grid_times, velocity
+from ism.method.guidance import draw_guidance, guidance_grid, guidance_targets
+from ism.method.wavelet import WaveletLoss
 
 
 class VelocityModel(Protocol):
@@ -46,6 +48,10 @@ class VelocityModel(Protocol):
     ) -> torch.Tensor: ...
 
 
+SELF_CONSISTENCY, VELOCITY, GUIDANCE = 0, 1, 2
+ROLE_NAMES = {SELF_CONSISTENCY: "sc", VELOCITY: "fm", GUIDANCE: "guidance"}
+
+
 @dataclass
 class TrainingRows:
     """One training batch after the objective has built inputs and targets (targets carry no gradient)."""
@@ -54,8 +60,13 @@ class TrainingRows:
     t: torch.Tensor
     k: torch.Tensor  # int64 level of the trained step, d = 2^-k
     y: torch.Tensor  # int64 labels, num_classes = ∅
+    w: torch.Tensor | None  # guidance scale per row (intrinsic guidance only)
     target: torch.Tensor
-    is_self_consistency: torch.Tensor  # bool (B,)
+    role: torch.Tensor  # int64: SELF_CONSISTENCY, VELOCITY (flow matching) or GUIDANCE
+
+    @property
+    def is_self_consistency(self) -> torch.Tensor:
+        return self.role == SELF_CONSISTENCY
 
 
 def self_consistency_levels(num_rows: int, max_level: int, device: torch.device | None = None) -> torch.Tensor:
@@ -88,13 +99,15 @@ def query_with_guidance(
     guided_rows: torch.Tensor,
     scale: float,
     null_label: int,
+    w: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """s(x, t, k, y), with CFG at ``scale`` on ``guided_rows`` computed in the same forward pass."""
+    """s(x, t, k, y[, w]), with CFG at ``scale`` on ``guided_rows`` computed in the same forward pass."""
     if scale == 1.0 or not bool(guided_rows.any()):
-        return model(x, t, k, y).float()
+        return model(x, t, k, y, w).float()
     idx = guided_rows.nonzero().squeeze(1)
     null = torch.full_like(idx, null_label)
-    out = model(torch.cat([x, x[idx]]), torch.cat([t, t[idx]]), torch.cat([k, k[idx]]), torch.cat([y, null]))
+    w_all = None if w is None else torch.cat([w, w[idx]])
+    out = model(torch.cat([x, x[idx]]), torch.cat([t, t[idx]]), torch.cat([k, k[idx]]), torch.cat([y, null]), w_all)
     out = out.float()
     v, v_uncond = out[: x.shape[0]], out[x.shape[0] :]
     return v.index_copy(0, idx, guided(v[idx], v_uncond, scale))
@@ -112,16 +125,18 @@ def bootstrap_targets(
     cfg_scale: float,
     null_label: int,
     clip: float,
+    w: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """s_tgt for a trained step 2δ = 2^-k from two δ = 2^-(k+1) steps of the target network.
 
     s_tgt = clip(½ s⁻(x_t, t, δ, c) + ½ s⁻(x̃, t+δ, δ, c), ±clip),  x̃ = clip(x_t + δ s⁻(x_t, t, δ, c), ±clip).
     CFG (scale ``cfg_scale``) applies to the rows whose half-step is the finest level (k + 1 = max_level).
+    With intrinsic guidance the same ``w`` goes to both half-steps and ``cfg_scale`` is 1 (no CFG mixing).
     """
     half_level = k + 1
     delta = torch.pow(2.0, -half_level.float())
     finest = half_level == max_level
-    kwargs = {"guided_rows": finest, "scale": cfg_scale, "null_label": null_label}
+    kwargs = {"guided_rows": finest, "scale": cfg_scale, "null_label": null_label, "w": w}
     v1 = query_with_guidance(target_model, x_t, t, half_level, y, **kwargs)
     x_mid = (x_t + expand_like(delta, x_t) * v1).clamp(-clip, clip)
     v2 = query_with_guidance(target_model, x_mid, t + delta, half_level, y, **kwargs)
@@ -129,71 +144,110 @@ def bootstrap_targets(
 
 
 class ShortcutObjective:
-    """Builds the mixed FM + SC batch and its loss; backbone-agnostic (any ``model(x, t, k, y)``)."""
+    """Builds the mixed batch (self-consistency, flow-matching velocity and, with intrinsic guidance, guidance
+    rows) and its loss; backbone-agnostic (any ``model(x, t, k, y, w)``).
+
+    Row layout of a batch of B: [0, B_sc) self-consistency, then B_fm − B_g velocity rows, then B_g guidance rows
+    (B_g = ⌊B_fm · guidance.fraction⌋ with intrinsic guidance, else 0).
+    """
 
     def __init__(self, method: MethodConfig, num_classes: int):
         self.method = method
         self.num_classes = num_classes
         self.null_label = num_classes
+        g = method.guidance
+        self.guidance_grid = guidance_grid(g.w_max, g.w_step) if g.intrinsic else None
+        self.t_interval = g.t_interval if g.interval else 0.0
+        w = method.wavelet
+        self.wavelet = (
+            WaveletLoss(w.name, w.levels, w.weight, w.level_weights, w.low_weight, w.reduction) if w.enabled else None
+        )
 
     def split_sizes(self, batch_size: int) -> tuple[int, int]:
         """(B_sc, B_fm): B_sc = ⌊B · sc_fraction⌋ self-consistency rows, the rest flow matching."""
         num_sc = math.floor(batch_size * self.method.effective_sc_fraction + 1e-9)
         return num_sc, batch_size - num_sc
 
-    def flow_matching_rows(
-        self, x1: torch.Tensor, y: torch.Tensor, generator: torch.Generator
-    ) -> tuple[torch.Tensor, ...]:
-        """x_t, t, k, ỹ and v for flow-matching rows (level log2 M, label dropout p)."""
-        m = self.method
-        n, device = x1.shape[0], x1.device
-        t = uniform_grid_times(n, m.base_steps, generator, device)
-        x0 = torch.randn(x1.shape, generator=generator, device=device, dtype=x1.dtype)
-        dropped = torch.rand(n, generator=generator, device=device) < m.class_dropout
-        y_dropped = torch.where(dropped, torch.full_like(y, self.null_label), y)
-        k = torch.full((n,), m.max_level, dtype=torch.long, device=device)
-        return interpolate(x0, x1, t, m.time_eps), t, k, y_dropped, velocity(x0, x1, m.time_eps)
-
-    def self_consistency_rows(
-        self, target_model: VelocityModel, x1: torch.Tensor, y: torch.Tensor, generator: torch.Generator
-    ) -> tuple[torch.Tensor, ...]:
-        """x_t, t, k, c and the bootstrap target for self-consistency rows (true labels, no dropout)."""
-        m = self.method
-        k = self_consistency_levels(x1.shape[0], m.max_level, x1.device)
-        t = times_on_level_grid(k, generator)
-        x0 = torch.randn(x1.shape, generator=generator, device=x1.device, dtype=x1.dtype)
-        x_t = interpolate(x0, x1, t, m.time_eps)
-        target = bootstrap_targets(
-            target_model,
-            x_t,
-            t,
-            k,
-            y,
-            max_level=m.max_level,
-            cfg_scale=m.bootstrap_cfg_scale,
-            null_label=self.null_label,
-            clip=m.target_clip,
-        )
-        return x_t, t, k, y, target
+    def guidance_rows(self, num_fm: int) -> int:
+        return math.floor(num_fm * self.method.guidance.fraction + 1e-9) if self.guidance_grid is not None else 0
 
     def make_rows(
-        self, target_model: VelocityModel, x1: torch.Tensor, y: torch.Tensor, generator: torch.Generator
+        self,
+        target_model: VelocityModel,
+        x1: torch.Tensor,
+        y: torch.Tensor,
+        generator: torch.Generator,
+        x0: torch.Tensor | None = None,
     ) -> TrainingRows:
+        """Inputs and targets of one batch; ``x0`` is the noise paired with ``x1`` (e.g. by optimal transport)."""
+        m, device = self.method, x1.device
         num_sc, num_fm = self.split_sizes(x1.shape[0])
-        sc_slice = slice(0, num_sc)
-        # The release takes FM rows from images[:B - B_sc], reusing the SC images; by default rows are disjoint.
-        fm_slice = slice(0, num_fm) if self.method.release_slicing else slice(num_sc, None)
-        parts = []
-        if num_sc:
-            parts.append(self.self_consistency_rows(target_model, x1[sc_slice], y[sc_slice], generator))
-        parts.append(self.flow_matching_rows(x1[fm_slice], y[fm_slice], generator))
-        x_t, t, k, labels, target = (torch.cat(column) for column in zip(*parts, strict=True))
-        is_sc = torch.arange(x_t.shape[0], device=x_t.device) < num_sc
-        return TrainingRows(x_t, t, k, labels, target.to(x_t.dtype), is_sc)
+        num_guidance = self.guidance_rows(num_fm)
+        num_velocity = num_fm - num_guidance
+        if m.release_slicing:  # the release takes FM rows from images[:B - B_sc], reusing the SC images
+            x1, y = torch.cat([x1[:num_sc], x1[:num_fm]]), torch.cat([y[:num_sc], y[:num_fm]])
+        if x0 is None:
+            x0 = torch.randn(x1.shape, generator=generator, device=device, dtype=x1.dtype)
+        sc, gd = slice(0, num_sc), slice(num_sc + num_velocity, None)
 
-    @staticmethod
-    def row_losses(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Per-row mean squared error ‖pred − target‖² / dim."""
+        k_sc = self_consistency_levels(num_sc, m.max_level, device)
+        t = torch.cat(
+            [times_on_level_grid(k_sc, generator), uniform_grid_times(num_fm, m.base_steps, generator, device)]
+        )
+        k = torch.cat([k_sc, torch.full((num_fm,), m.max_level, dtype=torch.long, device=device)])
+        x_t, v = interpolate(x0, x1, t, m.time_eps), velocity(x0, x1, m.time_eps)
+
+        # Label dropout to ∅ only on velocity rows; SC and guidance rows keep their true labels.
+        dropped = torch.rand(num_velocity, generator=generator, device=device) < m.class_dropout
+        y_velocity = y[num_sc : num_sc + num_velocity]
+        labels = torch.cat(
+            [y[sc], torch.where(dropped, torch.full_like(y_velocity, self.null_label), y_velocity), y[gd]]
+        )
+        w = None
+        if self.guidance_grid is not None:
+            w = torch.cat(
+                [
+                    draw_guidance(num_sc, self.guidance_grid, generator, device),
+                    torch.zeros(num_velocity, device=device),
+                    draw_guidance(num_guidance, self.guidance_grid, generator, device, exclude_zero=True),
+                ]
+            )
+
+        target = v.clone()
+        if num_sc:
+            target[sc] = bootstrap_targets(
+                target_model,
+                x_t[sc],
+                t[sc],
+                k[sc],
+                labels[sc],
+                max_level=m.max_level,
+                cfg_scale=1.0 if w is not None else m.bootstrap_cfg_scale,
+                null_label=self.null_label,
+                clip=m.target_clip,
+                w=None if w is None else w[sc],
+            ).to(target.dtype)
+        if num_guidance:
+            target[gd] = guidance_targets(
+                target_model,
+                x_t[gd],
+                t[gd],
+                labels[gd],
+                v[gd],
+                w[gd],
+                level=m.max_level,
+                null_label=self.null_label,
+                t_interval=self.t_interval,
+            ).to(target.dtype)
+        role = torch.full((x1.shape[0],), VELOCITY, dtype=torch.long, device=device)
+        role[sc] = SELF_CONSISTENCY
+        role[gd] = GUIDANCE
+        return TrainingRows(x_t, t, k, labels, w, target, role)
+
+    def row_losses(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Per-row distance: ‖pred − target‖² / dim, plus λ_w · L_wave with the wavelet loss."""
+        if self.wavelet is not None:
+            return self.wavelet(pred, target)
         return (pred.float() - target.float()).pow(2).flatten(1).mean(1)
 
     def __call__(
@@ -203,13 +257,17 @@ class ShortcutObjective:
         x1: torch.Tensor,
         y: torch.Tensor,
         generator: torch.Generator,
+        x0: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The training loss and detached per-part losses (for logging)."""
-        rows = self.make_rows(target_model, x1, y, generator)
-        pred = model(rows.x_t, rows.t, rows.k, rows.y)
+        """The training loss (mean over rows, equal weights: α = β = γ = 1) and detached per-role losses."""
+        rows = self.make_rows(target_model, x1, y, generator, x0)
+        pred = model(rows.x_t, rows.t, rows.k, rows.y, rows.w)
         per_row = self.row_losses(pred, rows.target)
         loss = per_row.mean()
-        logs = {"loss": loss.detach(), "loss_fm": per_row[~rows.is_self_consistency].detach().mean()}
-        if bool(rows.is_self_consistency.any()):
-            logs["loss_sc"] = per_row[rows.is_self_consistency].detach().mean()
+        logs = {"loss": loss.detach()}
+        detached = per_row.detach()
+        for role, name in ROLE_NAMES.items():
+            mask = rows.role == role
+            if bool(mask.any()):
+                logs[f"loss_{name}"] = detached[mask].mean()
         return loss, logs
