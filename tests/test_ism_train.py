@@ -94,9 +94,9 @@ def test_sot_batches_keep_their_images(tmp_path):
     trainer.pairing.close()
 
 
-@pytest.mark.parametrize("run", ["ism", "ism-no-sot"])
-def test_ism_resume_is_bitwise(tmp_path, run):
-    cfg = tiny_ism(run, "train.steps=8", "train.checkpoint_every=3")
+@pytest.mark.parametrize(("run", "prefetch"), [("ism", "thread"), ("ism", "sync"), ("ism-no-sot", "auto")])
+def test_ism_resume_is_bitwise(tmp_path, run, prefetch):
+    cfg = tiny_ism(run, "train.steps=8", "train.checkpoint_every=3", f"method.transport.prefetch={prefetch}")
     train(cfg, workdir=tmp_path / "a", output=tmp_path / "a.pt", progress=False)
     train(cfg, workdir=tmp_path / "b", output=tmp_path / "b.pt", progress=False, until_step=4)
     resumed = train(cfg, workdir=tmp_path / "b", output=tmp_path / "b.pt", progress=False)

@@ -162,7 +162,11 @@ class TransportConfig(_Strict):
 
     enabled: bool = Field(False, description="Switch: re-pair noise and data by pooled optimal transport.")
     pool_batches: int = Field(32, ge=1, description="K: batches per OT pool (1 = plain minibatch OT).")
-    prefetch: bool = Field(True, description="Solve the next pool in a background thread.")
+    prefetch: Literal["auto", "thread", "sync"] = Field(
+        "auto",
+        description="Solve the next pool in a background thread ('thread'), inline ('sync'), or 'auto': a thread "
+        "when training on a GPU (the CPU is idle), inline on the CPU (a thread would oversubscribe its cores).",
+    )
 
 
 class MethodConfig(_Strict):

@@ -113,7 +113,13 @@ class Trainer:
         self.schedule = BatchSchedule(len(self.data.train.labels), t.batch_size, t.seed)
         ot = cfg.method.transport
         self.pairing = (
-            PooledPairing(self.data.train.images, self.schedule, ot.pool_batches, t.seed, prefetch=ot.prefetch)
+            PooledPairing(
+                self.data.train.images,
+                self.schedule,
+                ot.pool_batches,
+                t.seed,
+                prefetch=ot.prefetch == "thread" or (ot.prefetch == "auto" and self.device.type == "cuda"),
+            )
             if ot.enabled
             else None
         )
