@@ -23,12 +23,14 @@ install: $(DEPS_STAMP)
 
 venv: install
 
+DEMO_RUNS ?= fm sm ism
+
 demo: install
-	"$(BIN)/ism" train --config $(CONFIG) --run fm
-	"$(BIN)/ism" train --config $(CONFIG) --run sm
-	"$(BIN)/ism" sample --checkpoint results/fm/model.pt --steps 1 2 4 8 16 32 64 128
-	"$(BIN)/ism" sample --checkpoint results/sm/model.pt --steps 1 2 4 8 16 32 64 128
-	@echo "sample grids: results/fm/samples/steps{1,128}.png results/sm/samples/steps{1,128}.png"
+	@for run in $(DEMO_RUNS); do \
+	  "$(BIN)/ism" train --config $(CONFIG) --run $$run --live-dir results/$$run/train_log && \
+	  "$(BIN)/ism" sample --checkpoint results/$$run/model.pt --steps 1 2 4 8 16 32 64 128 || exit 1; \
+	done
+	@echo "sample grids: results/<run>/samples/steps<N>[-w<w>].png for runs: $(DEMO_RUNS)"
 
 lint: install
 	"$(BIN)/ruff" check src tests benchmarks
