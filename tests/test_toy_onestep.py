@@ -81,3 +81,37 @@ def test_shortcut_learns_a_one_step_map(tmp_path, dataset):
 @pytest.mark.parametrize("dataset", ["checkerboard", "eight_gaussians"])
 def test_shortcut_learns_a_one_step_map_across_seeds(tmp_path, dataset, seed):
     check_one_step_map(tmp_path, dataset, seed=seed)
+
+
+def ism_versus_sm(tmp_path, dataset: str, seed: int) -> tuple[float, float]:
+    """1-step distance of SM as released (0.999-EMA targets, online weights sampled) and of iSM without the
+    image-only wavelet term (intrinsic + interval guidance, sOT, twin EMA: 0.95 targets, slow copy sampled)."""
+    sm = toy_config(dataset, "sm", seed).model_dump()
+    sm["train"]["ema"] = {"target": {"decay": 0.999, "warmup": False}}
+    ism = toy_config(dataset, "ism", seed).model_dump()
+    ism["method"] |= {
+        "class_dropout": 0.1,
+        "guidance": {"intrinsic": True, "interval": True},
+        "transport": {"enabled": True, "pool_batches": 2},  # P = 512: a larger pool costs more than the step
+    }
+    ism["train"]["ema"] = {"target": {"decay": 0.95}, "infer": {"decay": 0.9999, "warmup": True}}
+    ism["sample"] |= {"weights": "infer", "guidance": [0.0]}
+    distances = []
+    for name, raw in (("sm", sm), ("ism", ism)):
+        cfg = RunConfig.model_validate(raw)
+        trainer = Trainer(cfg, workdir=tmp_path / name, output=tmp_path / f"{name}.pt", progress=False)
+        trainer.run()
+        samples, _, meta = generate(
+            load_trained(tmp_path / f"{name}.pt"), 1, num_images=NUM_SAMPLES, batch_size=NUM_SAMPLES, seed=100 + seed
+        )
+        assert meta["weights"] == cfg.sample.weights
+        generator = torch.Generator().manual_seed(0)
+        distances.append(sliced_wasserstein2(samples, trainer.data.test.images, 256, generator=generator))
+    return distances[0], distances[1]
+
+
+@pytest.mark.parametrize("dataset", ["checkerboard", pytest.param("eight_gaussians", marks=pytest.mark.slow)])
+def test_ism_one_step_beats_sm(tmp_path, dataset):
+    sm, ism = ism_versus_sm(tmp_path, dataset, seed=0)
+    print(f"{dataset}: 1-step sm {sm:.3f}  ism {ism:.3f}")
+    assert ism < 0.7 * sm, (ism, sm)
