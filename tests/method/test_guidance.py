@@ -112,12 +112,14 @@ def test_row_roles_labels_and_w():
     assert torch.all(rows.w[vel] == 0) and torch.all(rows.y[vel] == NULL), "velocity rows: w = 0, dropout"
     assert torch.equal(rows.y[sc], y[:16]) and torch.equal(rows.y[gd], y[gd]), "no dropout elsewhere"
     assert torch.all(rows.k[vel | gd] == 7)
-    # Self-consistency rows: the same w in both teacher half-steps, and no CFG (∅) queries among them.
-    sc_queries = [q for q in model.queries if len(q[0]) == 16]
-    assert len(sc_queries) == 2
-    for k, labels, w in sc_queries:
+    # Self-consistency rows: the same w in both teacher half-steps, and no CFG (∅) queries among them. The first
+    # half-step shares one forward with the guidance queries (16 SC rows, then 24 with c and 24 with ∅).
+    (k1, labels1, w1), (k2, labels2, w2) = model.queries
+    assert len(k1) == 16 + 2 * 24 and len(k2) == 16
+    for k, labels, w in ((k1[:16], labels1[:16], w1[:16]), (k2, labels2, w2)):
         assert torch.equal(w, rows.w[sc]) and not torch.any(labels == NULL)
         assert torch.equal(k, rows.k[sc] + 1)
+    assert torch.all(w1[16:] == 0) and torch.all(labels1[40:] == NULL) and torch.all(k1[16:] == 7)
 
 
 def test_without_intrinsic_guidance_rows_have_no_w():
@@ -131,3 +133,48 @@ def test_without_intrinsic_guidance_rows_have_no_w():
 def test_grid_must_divide():
     with pytest.raises(ValueError, match="multiple of w_step"):
         MethodConfig(guidance={"w_max": 1.0, "w_step": 0.3})
+
+
+def test_fused_first_queries_give_the_same_targets_as_separate_calls():
+    """make_rows batches the SC rows' first half-step with both guidance queries into one forward."""
+    from ism.method.shortcut import bootstrap_targets
+    from ism.models import DiT
+
+    torch.manual_seed(0)
+    net = DiT(
+        input_size=4,
+        in_channels=1,
+        num_classes=2,
+        patch_size=2,
+        hidden_size=32,
+        depth=1,
+        num_heads=2,
+        guidance_embedding=True,
+    )
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.randn(p.shape) * 0.05)  # leave the zero init so every input matters
+    objective = _objective()
+    y = torch.arange(32) % 2
+    x1 = torch.randn(32, 1, 4, 4, generator=torch.Generator().manual_seed(1))
+    rows = objective.make_rows(net, x1, y, torch.Generator().manual_seed(2))
+    sc, gd = rows.role == SELF_CONSISTENCY, rows.role == GUIDANCE
+    separate_sc = bootstrap_targets(
+        net,
+        rows.x_t[sc],
+        rows.t[sc],
+        rows.k[sc],
+        rows.y[sc],
+        max_level=7,
+        cfg_scale=1.0,
+        null_label=NULL,
+        clip=4.0,
+        w=rows.w[sc],
+    )
+    assert torch.allclose(rows.target[sc], separate_sc, atol=1e-5)
+    t = rows.t[gd].reshape(-1, 1, 1, 1)
+    velocity = (x1[gd] - rows.x_t[gd]) / (1 - t)  # ε = 0: x_t = (1 − t) x0 + t x1, v = x1 − x0
+    separate_gd = guidance_targets(
+        net, rows.x_t[gd], rows.t[gd], rows.y[gd], velocity, rows.w[gd], level=7, null_label=NULL, t_interval=0.3
+    )
+    assert torch.allclose(rows.target[gd], separate_gd, atol=1e-4)

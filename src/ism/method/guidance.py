@@ -40,6 +40,23 @@ def interval_mask(t: torch.Tensor, t_interval: float) -> torch.Tensor:
     return (t >= t_interval).float()
 
 
+def direction_queries(
+    x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor, *, level: int, null_label: int
+) -> tuple[torch.Tensor, ...]:
+    """Inputs (x, t, k, y, w) of the two target-network queries that give g: class c and ∅, at d = 0 and w = 0."""
+    n = x_t.shape[0]
+    k = torch.full((2 * n,), level, dtype=torch.long, device=x_t.device)
+    labels = torch.cat([y, torch.full_like(y, null_label)])
+    return torch.cat([x_t, x_t]), torch.cat([t, t]), k, labels, torch.zeros(2 * n, device=x_t.device)
+
+
+def guided_velocity(
+    velocity: torch.Tensor, w: torch.Tensor, t: torch.Tensor, direction: torch.Tensor, t_interval: float
+) -> torch.Tensor:
+    """tgt = v + w · m(t) · g."""
+    return velocity + expand_like(w * interval_mask(t, t_interval), velocity) * direction
+
+
 @torch.no_grad()
 def guidance_targets(
     target_model,
@@ -55,9 +72,5 @@ def guidance_targets(
 ) -> torch.Tensor:
     """tgt = v + w · m(t) · sg(s⁻(x_t, t, c, 0, 0) − s⁻(x_t, t, ∅, 0, 0)), one batched forward for c and ∅."""
     n = x_t.shape[0]
-    k = torch.full((2 * n,), level, dtype=torch.long, device=x_t.device)
-    zeros = torch.zeros(2 * n, device=x_t.device)
-    labels = torch.cat([y, torch.full_like(y, null_label)])
-    out = target_model(torch.cat([x_t, x_t]), torch.cat([t, t]), k, labels, zeros).float()
-    direction = out[:n] - out[n:]
-    return velocity + expand_like(w * interval_mask(t, t_interval), velocity) * direction
+    out = target_model(*direction_queries(x_t, t, y, level=level, null_label=null_label)).float()
+    return guided_velocity(velocity, w, t, out[:n] - out[n:], t_interval)
