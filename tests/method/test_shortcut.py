@@ -105,34 +105,25 @@ def test_bootstrap_clips_midpoint_and_target():
         clip=4.0,
     )
     assert torch.all(target == 4.0)
-    # The midpoint is clipped too: with a = 1 the second query sees x̃ = clip(0 + δ·100, ±4).
+    # The midpoint is clipped too: with a = 1 the second query sees x̃ = clip(0 + δ·100, ±clip).
     model = AffineModel(a=1.0, b=0.0, c=0.0, mu=torch.full((NULL + 1,), 100.0))
-    target = bootstrap_targets(
-        model,
-        torch.zeros(1, 1),
-        torch.zeros(1),
-        torch.tensor([0]),
-        torch.tensor([1]),
-        max_level=7,
-        cfg_scale=1.0,
-        null_label=NULL,
-        clip=1000.0,
-    )
-    # k = 0: δ = 1/2, v1 = 100, x̃ = clip(50, ±1000) = 50, v2 = 150 -> (100 + 150)/2 = 125
-    assert target.item() == pytest.approx(125.0)
-    target = bootstrap_targets(
-        model,
-        torch.zeros(1, 1),
-        torch.zeros(1),
-        torch.tensor([0]),
-        torch.tensor([1]),
-        max_level=7,
-        cfg_scale=1.0,
-        null_label=NULL,
-        clip=40.0,
-    )
-    # x̃ = clip(50, ±40) = 40 -> v2 = 140 -> (100 + 140)/2 = 120 -> clipped to 40
-    assert target.item() == pytest.approx(40.0)
+
+    def one_step_target(clip):  # one row at k = 0: δ = 1/2, v1 = 100, x̃ = clip(50)
+        zero = torch.zeros(1, dtype=torch.long)
+        return bootstrap_targets(
+            model,
+            torch.zeros(1, 1),
+            torch.zeros(1),
+            zero,
+            zero + 1,
+            max_level=7,
+            cfg_scale=1.0,
+            null_label=NULL,
+            clip=clip,
+        ).item()
+
+    assert one_step_target(1000.0) == pytest.approx(125.0), "x̃ = 50, v2 = 150 -> (100 + 150)/2"
+    assert one_step_target(40.0) == pytest.approx(40.0), "x̃ = 40, v2 = 140 -> 120, clipped to 40"
 
 
 def test_cfg_only_on_rows_whose_half_steps_query_the_finest_level():
