@@ -102,7 +102,80 @@ def _parser() -> argparse.ArgumentParser:
         help="guidance scales w of an intrinsic-guidance (iSM) run, one file each (default: sample.guidance)",
     )
     sample.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    classifier = sub.add_parser(
+        "classifier",
+        help="train the digit classifier whose features define FID on the embedded data",
+        description="Train the small classifier of an embedded dataset deterministically (seeded init and order) and "
+        "save it atomically. The committed checkpoints under src/ism/assets/ were made with the defaults.",
+    )
+    classifier.add_argument("--dataset", default="digits", choices=["digits", "mnist5k"])
+    classifier.add_argument("--out", type=Path, help="checkpoint (default: src/ism/assets/classifier-DATASET.pt)")
+    classifier.add_argument("--seed", type=int, default=0)
+    classifier.add_argument("--steps", type=int, default=1500)
+
+    evaluate = sub.add_parser(
+        "evaluate",
+        help="FID, KID, precision and recall of a samples file (or of real held-out images: the floor)",
+        description="Compare samples with the train split of the run's dataset in the committed classifier's "
+        "feature space (torch-fidelity). --floor scores held-out real test images instead.",
+    )
+    source = evaluate.add_mutually_exclusive_group(required=True)
+    source.add_argument("--samples", type=Path, help="steps<N>.npz written by 'ism sample'")
+    source.add_argument("--floor", action="store_true", help="score the held-out real images (the floor)")
+    evaluate.add_argument("--config", required=True, help="study YAML file")
+    evaluate.add_argument("--run", help="run whose data section applies (default: the run named in the samples)")
+    evaluate.add_argument("--num-images", type=int, help="with --floor: test images used (default: sample.num_images)")
+    evaluate.add_argument("--classifier", type=Path, help="feature classifier (default: the committed one)")
+    evaluate.add_argument("--out", required=True, type=Path, help="metrics JSON to write")
     return parser
+
+
+def _classifier(args: argparse.Namespace) -> None:
+    from ism.classifier import default_classifier_path, save_classifier, train_classifier
+    from ism.data import load_dataset
+
+    data = load_dataset(args.dataset)
+    model, test_accuracy = train_classifier(data, seed=args.seed, steps=args.steps)
+    meta = {
+        "dataset": args.dataset,
+        "in_channels": data.sample_shape[0],
+        "num_classes": data.num_classes,
+        "seed": args.seed,
+        "steps": args.steps,
+        "test_accuracy": test_accuracy,
+    }
+    path = save_classifier(model, args.out or default_classifier_path(args.dataset), meta)
+    print(f"{path}: test accuracy {test_accuracy:.4f}")
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from ism.classifier import default_classifier_path
+    from ism.config import ConfigError, load_run, load_yaml
+    from ism.data import model_to_uint8
+    from ism.evaluate import image_metrics, read_samples, write_json
+    from ism.train import load_data
+
+    meta: dict = {}
+    if args.samples is not None:
+        if not args.samples.is_file():
+            raise ConfigError(f"samples file '{args.samples}' does not exist (make it with 'ism sample')")
+        samples, meta = read_samples(args.samples)
+    run = args.run or meta.get("run") or next(iter(load_yaml(args.config).get("runs") or {"sm": {}}))
+    cfg = load_run(args.config, run)
+    data = load_data(cfg)
+    classifier = args.classifier or default_classifier_path(cfg.data.dataset)
+    if not Path(classifier).is_file():
+        raise ConfigError(
+            f"no feature classifier at '{classifier}': make it with "
+            f"'ism classifier --dataset {cfg.data.dataset}' or pass --classifier"
+        )
+    reference = model_to_uint8(data.train.images)
+    if args.floor:
+        samples = model_to_uint8(data.test.images[: args.num_images or cfg.sample.num_images])
+        meta = {"run": "real-test-images", "steps": 0}
+    metrics = image_metrics(samples, reference, classifier) | {"sample_meta": meta, "dataset": cfg.data.dataset}
+    write_json(args.out, metrics)
+    print(f"{args.out}: FID {metrics['fid']:.2f} (n={metrics['n']}, {metrics['extractor']})")
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -156,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     from ism.train import NonFiniteLossError
 
     try:
-        {"train": _train, "sample": _sample}[args.command](args)
+        commands = {"train": _train, "sample": _sample, "classifier": _classifier, "evaluate": _evaluate}
+        commands[args.command](args)
     except (ConfigError, DataError, CheckpointError, NonFiniteLossError) as err:
         print(f"ism: error: {err}", file=sys.stderr)
         return 2

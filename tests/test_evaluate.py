@@ -1,0 +1,91 @@
+"""Classifier-feature FID through torch-fidelity: the committed extractor, the floor, sensitivity, the formula."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from scipy import linalg
+
+from ism.classifier import accuracy, default_classifier_path, file_hash, load_classifier, train_classifier
+from ism.data import load_dataset, model_to_uint8
+from ism.evaluate import image_metrics, register_classifier
+
+from .conftest import DEFAULT_CONFIG
+
+CLASSIFIER = default_classifier_path("digits")
+
+
+@pytest.fixture(scope="module")
+def digits():
+    data = load_dataset("digits")
+    return data, model_to_uint8(data.train.images), model_to_uint8(data.test.images)
+
+
+def test_committed_classifier_is_accurate_and_named_by_its_hash(digits):
+    data, _, test = digits
+    model, meta = load_classifier(CLASSIFIER)
+    assert meta["dataset"] == "digits" and meta["seed"] == 0
+    assert accuracy(model, test, data.test.labels) > 0.97
+    name = register_classifier(CLASSIFIER)
+    assert name == f"ism-classifier-digits-{file_hash(CLASSIFIER)[:12]}"
+    assert register_classifier(CLASSIFIER) == name, "registering twice is harmless"
+
+
+def test_classifier_training_is_deterministic(digits):
+    data, _, _ = digits
+    a, _ = train_classifier(data, seed=3, steps=20)
+    b, _ = train_classifier(data, seed=3, steps=20)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+
+
+def _fid(samples, reference):
+    return image_metrics(samples, reference, CLASSIFIER)["fid"]
+
+
+def test_floor_is_low_and_fid_grows_with_corruption(digits):
+    data, train, test = digits
+    floor = image_metrics(test, train, CLASSIFIER)
+    assert floor["fid"] < 10 and floor["n"] == len(test) and 0.5 < floor["precision"] <= 1
+    g = torch.Generator().manual_seed(0)
+    noisy = [
+        model_to_uint8(data.test.images + s * torch.randn(data.test.images.shape, generator=g)) for s in (0.1, 0.5)
+    ]
+    fids = [_fid(x, train) for x in noisy]
+    assert floor["fid"] < fids[0] < fids[1], (floor["fid"], fids)
+    half_the_classes = test[data.test.labels < 5]
+    assert _fid(half_the_classes, train) > 10 * floor["fid"]
+
+
+def test_fid_matches_the_formula_on_the_extracted_features(digits):
+    _, train, test = digits
+    model, _ = load_classifier(CLASSIFIER)
+    with torch.inference_mode():
+        f1, f2 = model.embed(test).double().numpy(), model.embed(train).double().numpy()
+    mu1, mu2 = f1.mean(0), f2.mean(0)
+    s1, s2 = np.cov(f1, rowvar=False), np.cov(f2, rowvar=False)
+    fid = ((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * linalg.sqrtm(s1 @ s2).real)
+    assert _fid(test, train) == pytest.approx(fid, rel=1e-3)
+
+
+def test_cli_evaluate_floor_and_bad_input(tmp_path):
+    def ism(*args):
+        return subprocess.run([sys.executable, "-m", "ism.cli", *args], capture_output=True, text=True, timeout=300)
+
+    out = tmp_path / "floor.json"
+    result = ism("evaluate", "--floor", "--config", str(DEFAULT_CONFIG), "--num-images", "200", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads(out.read_text())
+    assert metrics["n"] == 200 and metrics["extractor"].startswith("ism-classifier-digits-")
+    missing = ism(
+        "evaluate",
+        "--samples",
+        str(tmp_path / "none.npz"),
+        "--config",
+        str(DEFAULT_CONFIG),
+        "--out",
+        str(tmp_path / "m.json"),
+    )
+    assert missing.returncode == 2 and "none.npz" in missing.stderr and len(missing.stderr.strip().splitlines()) == 1
