@@ -28,9 +28,15 @@ DEMO_RUNS ?= fm sm ism
 demo: install
 	@for run in $(DEMO_RUNS); do \
 	  "$(BIN)/ism" train --config $(CONFIG) --run $$run --live-dir results/$$run/train_log && \
-	  "$(BIN)/ism" sample --checkpoint results/$$run/model.pt --steps 1 2 4 8 16 32 64 128 || exit 1; \
+	  "$(BIN)/ism" -q sample --checkpoint results/$$run/model.pt --steps 1 2 4 8 16 32 64 128 || exit 1; \
+	  for samples in results/$$run/samples/*.npz; do \
+	    name=$$(basename "$$samples" .npz); \
+	    "$(BIN)/ism" -q evaluate --samples "$$samples" --config $(CONFIG) --out "results/$$run/metrics/$$name.json" || exit 1; \
+	  done; \
 	done
-	@echo "sample grids: results/<run>/samples/steps<N>[-w<w>].png for runs: $(DEMO_RUNS)"
+	"$(BIN)/ism" -q evaluate --floor --config $(CONFIG) --out results/floor.json
+	"$(BIN)/ism" -q report --runs $(DEMO_RUNS) --floor results/floor.json --out-dir results
+	@echo "report: results/report.md, plot: results/fid_vs_steps.png, grids: results/<run>/samples/*.png"
 
 lint: install
 	"$(BIN)/ruff" check src tests benchmarks

@@ -127,7 +127,24 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--num-images", type=int, help="with --floor: test images used (default: sample.num_images)")
     evaluate.add_argument("--classifier", type=Path, help="feature classifier (default: the committed one)")
     evaluate.add_argument("--out", required=True, type=Path, help="metrics JSON to write")
+
+    report = sub.add_parser(
+        "report",
+        help="FID table (markdown), FID-vs-steps plot and metrics.json from the evaluated runs",
+        description="Collect RESULTS/<run>/metrics/steps<N>[-w<w>].json of the given runs and write "
+        "OUT_DIR/metrics.json, OUT_DIR/report.md and OUT_DIR/fid_vs_steps.png; print the table.",
+    )
+    report.add_argument("--results", type=Path, default=Path("results"), help="results folder (default: results)")
+    report.add_argument("--runs", nargs="+", required=True, help="runs in table order")
+    report.add_argument("--floor", type=Path, help="metrics JSON of real held-out images ('ism evaluate --floor')")
+    report.add_argument("--out-dir", type=Path, default=Path("results"), help="where to write (default: results)")
     return parser
+
+
+def _report(args: argparse.Namespace) -> None:
+    from ism.report import write_report
+
+    print(write_report(args.results, args.runs, args.floor, args.out_dir), end="")
 
 
 def _classifier(args: argparse.Namespace) -> None:
@@ -149,10 +166,11 @@ def _classifier(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
+    from ism.atomic import write_json
     from ism.classifier import default_classifier_path
     from ism.config import ConfigError, load_run, load_yaml
     from ism.data import model_to_uint8
-    from ism.evaluate import image_metrics, read_samples, write_json
+    from ism.evaluate import image_metrics, read_samples
     from ism.train import load_data
 
     meta: dict = {}
@@ -229,9 +247,15 @@ def main(argv: list[str] | None = None) -> int:
     from ism.train import NonFiniteLossError
 
     try:
-        commands = {"train": _train, "sample": _sample, "classifier": _classifier, "evaluate": _evaluate}
+        commands = {
+            "train": _train,
+            "sample": _sample,
+            "classifier": _classifier,
+            "evaluate": _evaluate,
+            "report": _report,
+        }
         commands[args.command](args)
-    except (ConfigError, DataError, CheckpointError, NonFiniteLossError) as err:
+    except (ConfigError, DataError, CheckpointError, NonFiniteLossError, FileNotFoundError) as err:
         print(f"ism: error: {err}", file=sys.stderr)
         return 2
     return 0

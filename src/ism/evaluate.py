@@ -11,7 +11,6 @@ metric for the held-out test split (as many images as the samples, DATA.md).
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -123,15 +122,3 @@ def read_samples(path: str | Path) -> tuple[torch.Tensor, dict[str, Any]]:
     if images.dtype != np.uint8 or images.ndim != 4:
         raise ValueError(f"'{path}' holds {images.dtype} {images.shape}, not uint8 images (N, H, W, C)")
     return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), meta
-
-
-def write_json(path: str | Path, payload: dict[str, Any]) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path

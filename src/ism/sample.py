@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ism.atomic import write_bytes
 from ism.checkpoint import CheckpointError, safe_load
 from ism.config import ConfigError, RunConfig, is_power_of_two, run_config_from_json
 from ism.data import model_to_uint8
@@ -173,16 +173,6 @@ def generate(
     return torch.cat(images), torch.cat(labels), meta
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def save_samples(path: str | Path, samples: torch.Tensor, labels: torch.Tensor, meta: dict[str, Any]) -> Path:
     """Images as uint8 NHWC ``arr_0`` (the ADM evaluator layout); vectors as float32 ``arr_0``; plus labels, meta."""
     path = Path(path)
@@ -192,7 +182,7 @@ def save_samples(path: str | Path, samples: torch.Tensor, labels: torch.Tensor, 
         array = samples.float().numpy()
     buffer = io.BytesIO()
     np.savez(buffer, arr_0=array, labels=labels.numpy().astype(np.int64), meta=np.array(json.dumps(meta)))
-    _atomic_write_bytes(path, buffer.getvalue())
+    write_bytes(path, buffer.getvalue())
     return path
 
 
@@ -231,7 +221,7 @@ def save_grid(
         ax.set_aspect("equal")
         fig.savefig(buffer, format="png", dpi=100)
         plt.close(fig)
-    _atomic_write_bytes(path, buffer.getvalue())
+    write_bytes(path, buffer.getvalue())
     return path
 
 

@@ -1,0 +1,97 @@
+"""The study's report: one table of FID per run and step budget, a plot of FID against steps, and all metrics.
+
+Inputs follow the file contract ``results/<run>/metrics/<name>.json`` (``<name>`` = ``steps<N>`` or, for
+intrinsic-guidance runs, ``steps<N>-w<w>``) plus the real-data floor; each run × guidance scale is one row.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from ism.atomic import write_bytes, write_json
+
+_NAME = re.compile(r"^steps(?P<steps>\d+)(?:-w(?P<w>[0-9.]+))?\.json$")
+
+
+def collect(results: str | Path, runs: list[str]) -> dict[str, dict[int, dict[str, Any]]]:
+    """{row label: {steps: metrics}}; a row is a run, or 'run (w=…)' for each guidance scale of an iSM run."""
+    rows: dict[str, dict[int, dict[str, Any]]] = {}
+    for run in runs:
+        folder = Path(results) / run / "metrics"
+        if not folder.is_dir():
+            raise FileNotFoundError(f"no metrics for run '{run}' in '{folder}' (run 'ism evaluate' first)")
+        for path in sorted(folder.iterdir()):
+            match = _NAME.match(path.name)
+            if match is None:
+                continue
+            label = run if match["w"] is None else f"{run} (w={float(match['w']):g})"
+            rows.setdefault(label, {})[int(match["steps"])] = json.loads(path.read_text())
+    return rows
+
+
+def markdown_table(rows: dict[str, dict[int, dict[str, Any]]], floor: dict[str, Any] | None) -> str:
+    budgets = sorted({n for metrics in rows.values() for n in metrics})
+    header = "| run | " + " | ".join(f"{n} step{'s' if n > 1 else ''}" for n in budgets) + " |"
+    lines = [header, "|---|" + "---:|" * len(budgets)]
+    for label, metrics in rows.items():
+        cells = [f"{metrics[n]['fid']:.2f}" if n in metrics else "–" for n in budgets]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    if floor is not None:  # the same in every column: it does not depend on steps
+        lines.append("| real held-out images (floor) | " + " | ".join([f"{floor['fid']:.2f}"] * len(budgets)) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_fid(rows: dict[str, dict[int, dict[str, Any]]], floor: dict[str, Any] | None, path: str | Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, metrics in rows.items():
+        budgets = sorted(metrics)
+        ax.plot(budgets, [metrics[n]["fid"] for n in budgets], marker="o", label=label)
+    if floor is not None:
+        ax.axhline(floor["fid"], color="gray", linestyle="--", label="real held-out images")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("sampling steps N")
+    ax.set_ylabel("FID (lower is better)")
+    ax.legend(fontsize=8)
+    ax.grid(True, which="both", alpha=0.3)
+    buffer = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="png", dpi=120)
+    plt.close(fig)
+    write_bytes(Path(path), buffer.getvalue())
+    return Path(path)
+
+
+def write_report(results: str | Path, runs: list[str], floor_path: str | Path | None, out_dir: str | Path) -> str:
+    """Write metrics.json, report.md and fid_vs_steps.png into ``out_dir``; return the markdown table."""
+    rows = collect(results, runs)
+    floor = json.loads(Path(floor_path).read_text()) if floor_path else None
+    out = Path(out_dir)
+    extractors = {m["extractor"] for metrics in rows.values() for m in metrics.values()}
+    write_json(
+        out / "metrics.json",
+        {
+            "runs": {label: {str(n): m for n, m in metrics.items()} for label, metrics in rows.items()},
+            "floor": floor,
+            "extractors": sorted(extractors),
+        },
+    )
+    table = markdown_table(rows, floor)
+    any_metrics = next(iter(next(iter(rows.values())).values()))
+    text = (
+        f"# FID by run and step budget\n\nFeature extractor: `{', '.join(sorted(extractors))}`; "
+        f"{any_metrics['n']} generated images per cell against {any_metrics['n_reference']} reference images.\n\n"
+        f"{table}\n![FID against steps](fid_vs_steps.png)\n"
+    )
+    write_bytes(out / "report.md", text.encode())
+    plot_fid(rows, floor, out / "fid_vs_steps.png")
+    return table
