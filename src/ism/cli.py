@@ -32,6 +32,29 @@ and a preview grid OUT_DIR/steps<N>.png for every budget N.
 """
 
 
+def _train_common() -> argparse.ArgumentParser:
+    """Arguments shared by 'train' (in this process) and 'launch' (as a submitit job)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", required=True, help="study YAML file (e.g. config/config.yaml)")
+    common.add_argument("--run", required=True, help="name of a run under 'runs:' in the config (e.g. sm)")
+    common.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. train.steps=100 (repeatable; values parsed as YAML)",
+    )
+    common.add_argument("--workdir", type=Path, help="resumable state (default: work/RUN)")
+    common.add_argument("--output", type=Path, help="final model file (default: results/RUN/model.pt)")
+    common.add_argument("--live-dir", type=Path, help="dvclive folder for training curves (default: none)")
+    common.add_argument("--latents", type=Path, help="encoded data from 'ism encode' (default: load the dataset)")
+    common.add_argument(
+        "--until-step", type=int, metavar="S", help="stop after step S with a checkpoint (run again to continue)"
+    )
+    return common
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ism",
@@ -41,32 +64,22 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    train = sub.add_parser(
+    sub.add_parser(
         "train",
-        help="train one run of a study config",
+        help="train one run of a study config (in this process)",
+        parents=[_train_common()],
         epilog=EPILOG_TRAIN,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Train one named run (e.g. fm, sm) of a study config on the CPU or a GPU.",
     )
-    train.add_argument("--config", required=True, help="study YAML file (e.g. config/config.yaml)")
-    train.add_argument("--run", required=True, help="name of a run under 'runs:' in the config (e.g. sm)")
-    train.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key, e.g. train.steps=100 (repeatable; values parsed as YAML)",
+    launch = sub.add_parser(
+        "launch",
+        help="train one run as a submitit job (local, slurm or debug), wait for it and stream its log",
+        parents=[_train_common()],
+        description="Submit the training of one run with submitit, stream its log and wait; Ctrl-C or SIGTERM "
+        "cancels the job. On SLURM the job checkpoints on USR2 (time limit, preemption) and requeues itself.",
     )
-    train.add_argument("--workdir", type=Path, help="resumable state (default: work/RUN)")
-    train.add_argument("--output", type=Path, help="final model file (default: results/RUN/model.pt)")
-    train.add_argument("--live-dir", type=Path, help="dvclive folder for training curves (default: none)")
-    train.add_argument(
-        "--until-step",
-        type=int,
-        metavar="S",
-        help="stop after step S with a checkpoint (a time slice; run again to continue)",
-    )
+    launch.add_argument("--cluster", choices=["local", "slurm", "debug"], help="submitit executor (launch.cluster)")
 
     sample = sub.add_parser(
         "sample",
@@ -102,6 +115,40 @@ def _parser() -> argparse.ArgumentParser:
         help="guidance scales w of an intrinsic-guidance (iSM) run, one file each (default: sample.guidance)",
     )
     sample.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    sample.add_argument("--shard", type=int, default=0, help="shard I of --num-shards (a contiguous block of batches)")
+    sample.add_argument("--num-shards", type=int, default=1, help="split each file into this many jobs (default 1)")
+
+    merge = sub.add_parser(
+        "merge-samples",
+        help="join the shards of one samples file (written by 'ism sample --shard')",
+        description="Concatenate sample shards 0..S-1 in order into one steps<N>.npz and its grid.",
+    )
+    merge.add_argument("shards", nargs="+", type=Path, help="shard files in shard order")
+    merge.add_argument("--out", required=True, type=Path, help="merged samples file")
+
+    encode = sub.add_parser(
+        "encode",
+        help="encode the study's training images (identity or SD-VAE latents) into memory-mappable files",
+        description="Encode shard I of S of the train split into OUT_DIR (one job per shard); --merge joins "
+        "the S shards into OUT_DIR/train.npy, labels.npy and meta.json.",
+    )
+    encode.add_argument("--config", required=True, help="study YAML file")
+    encode.add_argument("--out-dir", required=True, type=Path, help="latents folder (e.g. data/latents/digits)")
+    encode.add_argument("--shard", type=int, default=0, help="which shard to encode (default 0)")
+    encode.add_argument("--num-shards", type=int, default=1, help="number of shards (default 1)")
+    encode.add_argument("--merge", action="store_true", help="merge the shards instead of encoding one")
+
+    reference = sub.add_parser(
+        "fid-reference",
+        help="embed the real reference images once into torch-fidelity's cache (used by 'ism evaluate')",
+        description="Compute the features and FID statistics of the train split with the study's extractor "
+        "into OUT_DIR (torch-fidelity cache) and write OUT_DIR/reference.json.",
+    )
+    reference.add_argument("--config", required=True, help="study YAML file")
+    reference.add_argument("--out-dir", required=True, type=Path, help="cache folder (e.g. results/fid_reference)")
+
+    schema = sub.add_parser("schema", help="write the JSON Schema of study files (workflow/schemas)")
+    schema.add_argument("--out", required=True, type=Path, help="schema file to write")
     classifier = sub.add_parser(
         "classifier",
         help="train the digit classifier whose features define FID on the embedded data",
@@ -123,9 +170,7 @@ def _parser() -> argparse.ArgumentParser:
     source.add_argument("--samples", type=Path, help="steps<N>.npz written by 'ism sample'")
     source.add_argument("--floor", action="store_true", help="score the held-out real images (the floor)")
     evaluate.add_argument("--config", required=True, help="study YAML file")
-    evaluate.add_argument("--run", help="run whose data section applies (default: the run named in the samples)")
-    evaluate.add_argument("--num-images", type=int, help="with --floor: test images used (default: sample.num_images)")
-    evaluate.add_argument("--classifier", type=Path, help="feature classifier (default: the committed one)")
+    evaluate.add_argument("--reference", type=Path, help="folder written by 'ism fid-reference' (default: embed now)")
     evaluate.add_argument("--out", required=True, type=Path, help="metrics JSON to write")
 
     report = sub.add_parser(
@@ -136,6 +181,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     report.add_argument("--results", type=Path, default=Path("results"), help="results folder (default: results)")
     report.add_argument("--runs", nargs="+", required=True, help="runs in table order")
+    report.add_argument("--metrics", nargs="+", type=Path, help="only these metrics files (default: all found)")
     report.add_argument("--floor", type=Path, help="metrics JSON of real held-out images ('ism evaluate --floor')")
     report.add_argument("--out-dir", type=Path, default=Path("results"), help="where to write (default: results)")
     return parser
@@ -144,7 +190,7 @@ def _parser() -> argparse.ArgumentParser:
 def _report(args: argparse.Namespace) -> None:
     from ism.report import write_report
 
-    print(write_report(args.results, args.runs, args.floor, args.out_dir), end="")
+    print(write_report(args.results, args.runs, args.floor, args.out_dir, metrics=args.metrics), end="")
 
 
 def _classifier(args: argparse.Namespace) -> None:
@@ -166,48 +212,83 @@ def _classifier(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from ism.atomic import write_json
-    from ism.classifier import default_classifier_path
-    from ism.config import ConfigError, load_run, load_yaml
-    from ism.data import model_to_uint8
-    from ism.evaluate import image_metrics, read_samples
-    from ism.train import load_data
+    from ism import study
 
-    meta: dict = {}
-    if args.samples is not None:
-        if not args.samples.is_file():
-            raise ConfigError(f"samples file '{args.samples}' does not exist (make it with 'ism sample')")
-        samples, meta = read_samples(args.samples)
-    run = args.run or meta.get("run") or next(iter(load_yaml(args.config).get("runs") or {"sm": {}}))
-    cfg = load_run(args.config, run)
-    data = load_data(cfg)
-    classifier = args.classifier or default_classifier_path(cfg.data.dataset)
-    if not Path(classifier).is_file():
-        raise ConfigError(
-            f"no feature classifier at '{classifier}': make it with "
-            f"'ism classifier --dataset {cfg.data.dataset}' or pass --classifier"
-        )
-    reference = model_to_uint8(data.train.images)
     if args.floor:
-        samples = model_to_uint8(data.test.images[: args.num_images or cfg.sample.num_images])
-        meta = {"run": "real-test-images", "steps": 0}
-    metrics = image_metrics(samples, reference, classifier) | {"sample_meta": meta, "dataset": cfg.data.dataset}
-    write_json(args.out, metrics)
+        metrics = study.floor(args.config, args.out, args.reference)
+    else:
+        if not args.samples.is_file():
+            raise FileNotFoundError(f"samples file '{args.samples}' does not exist (make it with 'ism sample')")
+        metrics = study.evaluate(args.config, args.samples, args.out, args.reference)
     print(f"{args.out}: FID {metrics['fid']:.2f} (n={metrics['n']}, {metrics['extractor']})")
 
 
-def _train(args: argparse.Namespace) -> None:
+def _encode(args: argparse.Namespace) -> None:
+    from ism import study
+
+    if args.merge:
+        path = study.merge_encoded(args.config, args.out_dir, num_shards=args.num_shards)
+    else:
+        path = study.encode(
+            args.config, args.out_dir, shard=args.shard, num_shards=args.num_shards, progress=not args.quiet
+        )
+    print(path)
+
+
+def _fid_reference(args: argparse.Namespace) -> None:
+    from ism import study
+
+    print(study.reference(args.config, args.out_dir))
+
+
+def _merge_samples(args: argparse.Namespace) -> None:
+    from ism.sample import merge_sample_shards
+
+    print(merge_sample_shards(args.shards, args.out))
+
+
+def _schema(args: argparse.Namespace) -> None:
+    import json
+
+    from ism.atomic import write_bytes
+    from ism.config import study_json_schema
+
+    write_bytes(args.out, (json.dumps(study_json_schema(), indent=2, sort_keys=True) + "\n").encode())
+    print(args.out)
+
+
+def _launch(args: argparse.Namespace) -> None:
+    from ism.launch import TrainingJob, launch
+
+    cfg = _run_config(args)
+    if args.cluster:
+        cfg = cfg.model_copy(update={"launch": cfg.launch.model_copy(update={"cluster": args.cluster})})
+    job = TrainingJob(cfg, **_train_paths(args, cfg), until_step=args.until_step)
+    result = launch(job)
+    state = "trained" if result["finished"] else "stopped at step"
+    print(f"{state} {cfg.name}: step {result['step']} (resumed from {result['resumed_from']})")
+
+
+def _run_config(args: argparse.Namespace):
     from ism.config import load_run
+
+    return load_run(args.config, args.run, args.overrides)
+
+
+def _train_paths(args: argparse.Namespace, cfg) -> dict:
+    return {
+        "workdir": args.workdir or Path("work") / cfg.name,
+        "output": args.output or Path("results") / cfg.name / "model.pt",
+        "live_dir": args.live_dir,
+        "latents": args.latents,
+    }
+
+
+def _train(args: argparse.Namespace) -> None:
     from ism.train import Trainer
 
-    cfg = load_run(args.config, args.run, args.overrides)
-    trainer = Trainer(
-        cfg,
-        workdir=args.workdir or Path("work") / cfg.name,
-        output=args.output or Path("results") / cfg.name / "model.pt",
-        live_dir=args.live_dir,
-        progress=not args.quiet,
-    )
+    cfg = _run_config(args)
+    trainer = Trainer(cfg, **_train_paths(args, cfg), progress=not args.quiet)
     result = trainer.run(until_step=args.until_step)
     if result.finished:
         print(f"trained {cfg.name}: {result.step} steps -> {result.output}")
@@ -230,6 +311,8 @@ def _sample(args: argparse.Namespace) -> None:
         guidance=args.guidance,
         device=args.device,
         progress=not args.quiet,
+        shard=args.shard,
+        num_shards=args.num_shards,
     )
     for path in written:
         print(path)
@@ -244,6 +327,8 @@ def main(argv: list[str] | None = None) -> int:
     from ism.checkpoint import CheckpointError
     from ism.config import ConfigError
     from ism.data import DataError
+    from ism.data.encode import EncodeError
+    from ism.launch import LaunchError
     from ism.train import NonFiniteLossError
 
     try:
@@ -253,9 +338,22 @@ def main(argv: list[str] | None = None) -> int:
             "classifier": _classifier,
             "evaluate": _evaluate,
             "report": _report,
+            "launch": _launch,
+            "encode": _encode,
+            "fid-reference": _fid_reference,
+            "merge-samples": _merge_samples,
+            "schema": _schema,
         }
         commands[args.command](args)
-    except (ConfigError, DataError, CheckpointError, NonFiniteLossError, FileNotFoundError) as err:
+    except (
+        ConfigError,
+        DataError,
+        EncodeError,
+        CheckpointError,
+        NonFiniteLossError,
+        LaunchError,
+        FileNotFoundError,
+    ) as err:
         print(f"ism: error: {err}", file=sys.stderr)
         return 2
     return 0

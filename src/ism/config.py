@@ -44,11 +44,25 @@ class DataConfig(_Strict):
     test_fraction: float = Field(0.25, gt=0, lt=1, description="Held-out fraction (stratified by class).")
     split_seed: int = Field(0, ge=0, description="Seed of the train/test split.")
     num_points: int = Field(20000, ge=16, description="Points drawn for the 2-D toy sets.")
+    encoder: Literal["identity", "sd-vae"] = Field(
+        "identity", description="Space the model trains in: 'identity' (pixels in [-1, 1]) or 'sd-vae' latents."
+    )
+    vae: str | None = Field(
+        None, description="sd-vae only: a local folder saved by diffusers (save_pretrained) or a hub id."
+    )
+    latent_scale: float = Field(0.18215, gt=0, description="sd-vae only: latents are multiplied by this factor.")
+    flips: bool = Field(False, description="Also encode each image's horizontal flip (two rows per image).")
+    encode_batch_size: int = Field(64, ge=1, description="Images per encoder batch.")
 
     @model_validator(mode="after")
     def _root_for_imagefolder(self) -> DataConfig:
         if self.dataset == "imagefolder" and not self.root:
             raise ValueError("data.root is required for dataset 'imagefolder'")
+        if self.encoder == "sd-vae":
+            if not self.vae:
+                raise ValueError("data.vae: the sd-vae encoder needs a local folder or hub id of an AutoencoderKL")
+            if self.dataset in ("checkerboard", "eight_gaussians"):
+                raise ValueError("data.encoder: the 2-D toy sets are vectors; use encoder 'identity'")
         return self
 
 
@@ -295,6 +309,32 @@ class SampleConfig(_Strict):
         return v
 
 
+class LaunchConfig(_Strict):
+    """How ``ism launch`` runs training through submitit (never part of what is trained)."""
+
+    cluster: Literal["local", "slurm", "debug"] = Field(
+        "local",
+        description="submitit executor: 'local' (a subprocess here), 'slurm' (sbatch), 'debug' (in-process).",
+    )
+    folder: str = Field("work/submitit", description="Job logs and pickles; on the shared filesystem for SLURM.")
+    timeout_min: int = Field(60, ge=1, description="Time limit of one job (submitit's SLURM default is 5 minutes).")
+    max_num_timeout: int = Field(10, ge=0, description="Requeues after a timeout before giving up.")
+    signal_delay_s: int = Field(90, ge=1, description="SLURM signals USR2 this long before the time limit.")
+    nodes: int = Field(1, ge=1, description="Nodes (DDP across nodes through TorchDistributedEnvironment).")
+    gpus_per_node: int = Field(0, ge=0, description="GPUs per node; one task per GPU when > 0.")
+    cpus_per_task: int = Field(2, ge=1, description="CPU cores per task (also torch's thread count).")
+    mem_gb: float = Field(4, gt=0, description="Memory per node in GB.")
+    partition: str | None = Field(None, description="SLURM partition (None: the cluster's default).")
+    account: str | None = Field(None, description="SLURM account (None: the user's default).")
+    slurm_additional: dict[str, Any] = Field(
+        default_factory=dict, description="Extra sbatch flags, e.g. {qos: high, constraint: a100}."
+    )
+
+    @property
+    def tasks_per_node(self) -> int:
+        return max(1, self.gpus_per_node)
+
+
 class RunConfig(_Strict):
     """Everything one training run and its sampling need."""
 
@@ -304,6 +344,7 @@ class RunConfig(_Strict):
     method: MethodConfig = Field(default_factory=MethodConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     sample: SampleConfig = Field(default_factory=SampleConfig)
+    launch: LaunchConfig = Field(default_factory=LaunchConfig)
 
     @model_validator(mode="after")
     def _cross_checks(self) -> RunConfig:
@@ -328,15 +369,48 @@ class RunConfig(_Strict):
         return self
 
 
+class EvaluateConfig(_Strict):
+    """FID, KID, precision and recall through torch-fidelity, in the feature space of ``extractor``."""
+
+    extractor: Literal["classifier", "inception-v3-compat"] = Field(
+        "classifier",
+        description="'classifier': the embedded dataset's committed classifier; 'inception-v3-compat': ImageNet FID.",
+    )
+    classifier: str | None = Field(None, description="Classifier checkpoint (None: the one committed for the dataset).")
+    inception_weights: str = Field(
+        "resources/weights-inception-2015-12-05-6726825d.pth",
+        description="Local weights file of inception-v3-compat (torch-fidelity's release asset; no download here).",
+    )
+    reference_images: int | None = Field(
+        None, ge=2, description="Real training images whose statistics are the FID reference (None: all)."
+    )
+    floor_images: int | None = Field(
+        None, ge=2, description="Held-out real images scored as the floor (None: sample.num_images)."
+    )
+    batch_size: int = Field(500, ge=1, description="Images per feature-extractor batch.")
+
+
+class PipelineConfig(_Strict):
+    """What the Snakemake DAG runs and how it splits work into jobs."""
+
+    runs: list[str] | None = Field(None, description="Runs to train, sample and evaluate (None: every run).")
+    encode_shards: int = Field(1, ge=1, description="Encoding jobs (each encodes one contiguous block of images).")
+    sample_shards: int = Field(1, ge=1, description="Jobs per (run, budget) sample file, merged before evaluation.")
+    threads: int = Field(1, ge=1, description="CPU threads of each sample/evaluate job (and torch's thread count).")
+
+
 class StudyConfig(_Strict):
     """A study file: a base run configuration plus named runs that override it."""
 
-    study: str = Field("study", description="Study name.")
+    study: str = Field("study", pattern=r"^[A-Za-z0-9_.-]+$", description="Study name.")
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     method: MethodConfig = Field(default_factory=MethodConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     sample: SampleConfig = Field(default_factory=SampleConfig)
+    launch: LaunchConfig = Field(default_factory=LaunchConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
     runs: dict[str, dict[str, Any]] = Field(
         default_factory=lambda: {"fm": {"method": {"name": "fm"}}, "sm": {"method": {"name": "sm"}}},
         description="Named runs: overrides of the base sections above; 'inherit: <run>' starts from another run.",
@@ -405,7 +479,27 @@ def validate_study(raw: dict[str, Any]) -> StudyConfig:
         raise ConfigError(_format_validation_error(err)) from None
     for run in study.runs:
         resolve_run(raw, run)
+        if "data" in (_run_overrides(study.runs, run) or {}):
+            raise ConfigError(
+                f"config key 'runs.{run}.data': every run trains on the study's one encoded dataset; "
+                "move data keys to the top-level 'data' section (or make a second study file)"
+            )
+    for i, run in enumerate(study.pipeline.runs or []):
+        if run not in study.runs:
+            raise ConfigError(
+                f"config key 'pipeline.runs.{i}': no run named '{run}' (defined: {sorted(study.runs) or 'none'})"
+            )
+    if study.evaluate.extractor == "classifier" and study.data.dataset not in ("digits", "mnist5k"):
+        raise ConfigError(
+            f"config key 'evaluate.extractor': the classifier extractor exists for digits and mnist5k, not "
+            f"'{study.data.dataset}'; use 'inception-v3-compat'"
+        )
     return study
+
+
+def pipeline_runs(study: StudyConfig) -> list[str]:
+    """The runs the DAG trains, samples and evaluates, in table order."""
+    return list(study.pipeline.runs or study.runs)
 
 
 def _run_overrides(runs: dict[str, Any], run: str, chain: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -422,10 +516,14 @@ def _run_overrides(runs: dict[str, Any], run: str, chain: tuple[str, ...] = ()) 
     return deep_merge(_run_overrides(runs, parent, (*chain, run)), overrides)
 
 
+# Study-level sections: shared by every run, not part of a RunConfig.
+_STUDY_ONLY = ("runs", "study", "evaluate", "pipeline")
+
+
 def resolve_run(raw_study: dict[str, Any], run: str, overrides: list[str] = ()) -> RunConfig:
     """Merge run ``run``'s overrides (then ``key=value`` overrides) onto the base and validate."""
     runs = raw_study.get("runs") or {}
-    base = {k: v for k, v in raw_study.items() if k not in ("runs", "study")}
+    base = {k: v for k, v in raw_study.items() if k not in _STUDY_ONLY}
     merged = deep_merge(base, _run_overrides(runs, run))
     for assignment in overrides:
         merged = deep_merge(merged, parse_override(assignment))

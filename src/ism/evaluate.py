@@ -11,6 +11,7 @@ metric for the held-out test split (as many images as the samples, DATA.md).
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -78,27 +79,103 @@ class _Images(torch.utils.data.Dataset):
         return self.images[i]
 
 
-def image_metrics(samples: torch.Tensor, reference: torch.Tensor, classifier_path: str | Path) -> dict[str, Any]:
-    """FID, KID (mean, std), precision, recall of uint8 (N, C, H, W) ``samples`` against ``reference``."""
-    if samples.dtype != torch.uint8 or reference.dtype != torch.uint8:
-        raise TypeError("samples and reference must be uint8 (N, C, H, W) tensors")
-    if samples.shape[1:] != reference.shape[1:]:
-        raise ValueError(f"samples {tuple(samples.shape[1:])} and reference {tuple(reference.shape[1:])} differ")
-    name = register_classifier(classifier_path)
+class ImageFiles(torch.utils.data.Dataset):
+    """uint8 (3, S, S) tensors read lazily from image files (ADM centre crop), for references too big for RAM."""
+
+    def __init__(self, paths: list[Path], image_size: int):
+        self.paths, self.image_size = paths, image_size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        from PIL import Image
+
+        from ism.data.encode import adm_center_crop
+
+        with Image.open(self.paths[i]) as image:
+            array = np.asarray(adm_center_crop(image.convert("RGB"), self.image_size))
+        return torch.from_numpy(array.copy()).permute(2, 0, 1)
+
+
+INCEPTION_URL = (
+    "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
+)
+
+
+@dataclass(frozen=True)
+class Extractor:
+    """A torch-fidelity feature extractor by registered name, with its local weights file."""
+
+    name: str
+    weights: Path
+
+
+def resolve_extractor(
+    kind: str, *, dataset: str, classifier: str | Path | None, inception_weights: str | Path
+) -> Extractor:
+    """The study's extractor, checked before any compute: a missing weights file is one error naming it."""
+    if kind == "classifier":
+        from ism.classifier import default_classifier_path
+
+        path = Path(classifier) if classifier else default_classifier_path(dataset)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"evaluate.classifier: no feature classifier at '{path}': make it with "
+                f"'ism classifier --dataset {dataset}' or set evaluate.classifier"
+            )
+        return Extractor(register_classifier(path), path)
+    path = Path(inception_weights)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"evaluate.inception_weights: '{path}' does not exist. Download it once on a machine with internet "
+            f"(curl -L -o '{path}' {INCEPTION_URL}) and copy it here, or set evaluate.inception_weights"
+        )
+    return Extractor("inception-v3-compat", path)
+
+
+def image_metrics(
+    samples: torch.Tensor,
+    reference: torch.Tensor | torch.utils.data.Dataset,
+    extractor: Extractor | str | Path,
+    *,
+    cache_root: str | Path | None = None,
+    cache_name: str | None = None,
+    batch_size: int = 500,
+) -> dict[str, Any]:
+    """FID, KID (mean, std), precision, recall of uint8 (N, C, H, W) ``samples`` against ``reference``.
+
+    ``reference`` is a uint8 tensor or a Dataset of uint8 (C, H, W) tensors. With ``cache_root`` and
+    ``cache_name`` the reference features are read from (or written to) torch-fidelity's cache there, so the
+    real data is embedded once per study (the ``fid_reference`` rule) rather than once per samples file.
+    """
+    if not isinstance(extractor, Extractor):  # a classifier checkpoint path
+        extractor = Extractor(register_classifier(extractor), Path(extractor))
+    if samples.dtype != torch.uint8:
+        raise TypeError("samples must be a uint8 (N, C, H, W) tensor")
+    if isinstance(reference, torch.Tensor):
+        if reference.dtype != torch.uint8:
+            raise TypeError("reference must be uint8 (N, C, H, W) images")
+        if samples.shape[1:] != reference.shape[1:]:
+            raise ValueError(f"samples {tuple(samples.shape[1:])} and reference {tuple(reference.shape[1:])} differ")
+        reference = _Images(reference)
+    cached = cache_root is not None and cache_name is not None
     result = torch_fidelity.calculate_metrics(
         input1=_Images(samples),
-        input2=_Images(reference),
+        input2=reference,
         fid=True,
         kid=True,
         prc=True,
-        feature_extractor=name,
-        feature_extractor_weights_path=str(classifier_path),
+        feature_extractor=extractor.name,
+        feature_extractor_weights_path=str(extractor.weights),
         cuda=torch.cuda.is_available(),
         save_cpu_ram=True,
-        cache=False,
+        cache=cached,
+        cache_root=str(cache_root) if cached else None,
+        input2_cache_name=cache_name if cached else None,
         verbose=False,
         kid_subset_size=min(1000, len(samples), len(reference)),
-        batch_size=500,
+        batch_size=batch_size,
     )
     return {
         "fid": float(result["frechet_inception_distance"]),
@@ -108,7 +185,7 @@ def image_metrics(samples: torch.Tensor, reference: torch.Tensor, classifier_pat
         "recall": float(result["recall"]),
         "n": len(samples),
         "n_reference": len(reference),
-        "extractor": name,
+        "extractor": extractor.name,
     }
 
 

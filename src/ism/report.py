@@ -17,16 +17,19 @@ from ism.atomic import write_bytes, write_json
 _NAME = re.compile(r"^steps(?P<steps>\d+)(?:-w(?P<w>[0-9.]+))?\.json$")
 
 
-def collect(results: str | Path, runs: list[str]) -> dict[str, dict[int, dict[str, Any]]]:
+def collect(
+    results: str | Path, runs: list[str], only: list[str | Path] | None = None
+) -> dict[str, dict[int, dict[str, Any]]]:
     """{row label: {steps: metrics}}; a row is a run, or 'run (w=…)' for each guidance scale of an iSM run."""
     rows: dict[str, dict[int, dict[str, Any]]] = {}
+    wanted = None if only is None else {Path(p).resolve() for p in only}
     for run in runs:
         folder = Path(results) / run / "metrics"
         if not folder.is_dir():
             raise FileNotFoundError(f"no metrics for run '{run}' in '{folder}' (run 'ism evaluate' first)")
         for path in sorted(folder.iterdir()):
             match = _NAME.match(path.name)
-            if match is None:
+            if match is None or (wanted is not None and path.resolve() not in wanted):
                 continue
             label = run if match["w"] is None else f"{run} (w={float(match['w']):g})"
             rows.setdefault(label, {})[int(match["steps"])] = json.loads(path.read_text())
@@ -71,9 +74,18 @@ def plot_fid(rows: dict[str, dict[int, dict[str, Any]]], floor: dict[str, Any] |
     return Path(path)
 
 
-def write_report(results: str | Path, runs: list[str], floor_path: str | Path | None, out_dir: str | Path) -> str:
-    """Write metrics.json, report.md and fid_vs_steps.png into ``out_dir``; return the markdown table."""
-    rows = collect(results, runs)
+def write_report(
+    results: str | Path,
+    runs: list[str],
+    floor_path: str | Path | None,
+    out_dir: str | Path,
+    metrics: list[str | Path] | None = None,
+) -> str:
+    """Write metrics.json, report.md and fid_vs_steps.png into ``out_dir``; return the markdown table.
+
+    ``metrics`` restricts the table to those files (the workflow passes exactly the files of the current config,
+    so a stale file of a budget no longer in the config does not creep in)."""
+    rows = collect(results, runs, only=metrics)
     floor = json.loads(Path(floor_path).read_text()) if floor_path else None
     out = Path(out_dir)
     extractors = {m["extractor"] for metrics in rows.values() for m in metrics.values()}

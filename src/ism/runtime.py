@@ -10,10 +10,13 @@ import torch
 from ism.config import ConfigError
 
 
-def select_device(name: str = "auto") -> torch.device:
-    """'auto' picks the first CUDA device when there is one, else the CPU; 'cuda…' without a GPU is an error."""
+def select_device(name: str = "auto", local_rank: int | None = None) -> torch.device:
+    """'auto' picks a CUDA device when there is one (the process's own under DDP), else the CPU;
+    'cuda…' without a GPU is an error."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        return torch.device("cuda", (local_rank or 0) % torch.cuda.device_count())
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(
             f"config key 'train.device': '{name}' was requested but no CUDA device is visible (use auto or cpu)"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ class TrainedModel:
     step: int
     sample_shape: tuple[int, ...]
     num_classes: int
+    encoding: dict[str, Any] = field(default_factory=lambda: {"encoder": "identity"})
 
 
 def load_trained(path: str | Path, weights: str | None = None, device: str | torch.device = "cpu") -> TrainedModel:
@@ -56,7 +57,8 @@ def load_trained(path: str | Path, weights: str | None = None, device: str | tor
     network = build_network(cfg, shape, state["num_classes"])
     network.load_state_dict(state["weights"][weights])
     network.to(device).eval().requires_grad_(False)
-    return TrainedModel(network, cfg, weights, int(state["step"]), shape, int(state["num_classes"]))
+    encoding = state.get("encoding") or {"encoder": "identity"}
+    return TrainedModel(network, cfg, weights, int(state["step"]), shape, int(state["num_classes"]), encoding)
 
 
 def guidance_allowed(cfg: RunConfig, steps: int) -> bool:
@@ -120,11 +122,15 @@ def generate(
     guidance: float | None = None,
     device: str | torch.device = "cpu",
     progress: bool = False,
+    shard: int = 0,
+    num_shards: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
     """``num_images`` samples (model space, on the CPU), their labels, and metadata saying how they were made.
 
     Batch b draws its labels (uniform) and noise from a generator seeded by (seed, b), so every run and budget
     sampled with the same seed and batch size starts from the same noise and labels (common random numbers).
+    Shard i of S generates only its contiguous block of batches; the shards concatenated in order are exactly
+    the unsharded result, whatever S.
     """
     from tqdm import tqdm
 
@@ -140,7 +146,10 @@ def generate(
     level = query_level(cfg, steps)
     images, labels = [], []
     num_batches = math.ceil(num_images / batch_size)
-    for b in tqdm(range(num_batches), disable=not progress, desc=f"sample N={steps}"):
+    if not 0 <= shard < num_shards:
+        raise ConfigError(f"--shard {shard}: shards are numbered 0..{num_shards - 1}")
+    mine = np.array_split(np.arange(num_batches), num_shards)[shard].tolist()
+    for b in tqdm(mine, disable=not progress, desc=f"sample N={steps}"):
         n = min(batch_size, num_images - b * batch_size)
         g = seeded_generator(device, "sample", seed, b)
         y = torch.randint(0, trained.num_classes, (n,), generator=g, device=device)
@@ -169,7 +178,10 @@ def generate(
         "seed": seed,
         "batch_size": batch_size,
         "num_images": num_images,
+        "shard": [shard, num_shards],
     }
+    if not images:  # more shards than batches: this shard is empty
+        return torch.zeros((0, *trained.sample_shape)), torch.zeros(0, dtype=torch.int64), meta
     return torch.cat(images), torch.cat(labels), meta
 
 
@@ -230,6 +242,19 @@ def sample_name(steps: int, guidance: float | None) -> str:
     return f"steps{steps}" if guidance is None else f"steps{steps}-w{guidance:g}"
 
 
+def shard_name(name: str, shard: int, num_shards: int) -> str:
+    return f"{name}.shard-{shard:05d}-of-{num_shards:05d}"
+
+
+def to_pixels(trained: TrainedModel, samples: torch.Tensor) -> torch.Tensor:
+    """Model-space samples as images: latents go through the decoder of the encoder they were trained in."""
+    if trained.encoding.get("encoder", "identity") == "identity":
+        return samples
+    from ism.data.encode import decode_latents
+
+    return decode_latents(samples, trained.encoding)
+
+
 def sample_to_files(
     model_path: str | Path,
     out_dir: str | Path,
@@ -243,9 +268,15 @@ def sample_to_files(
     guidance: list[float] | None = None,
     device: str = "auto",
     progress: bool = True,
+    shard: int = 0,
+    num_shards: int = 1,
 ) -> list[Path]:
     """Sample every budget (× every guidance scale w of an intrinsic-guidance run) and write
-    ``<name>.npz`` and ``<name>.png`` into ``out_dir`` (names from :func:`sample_name`)."""
+    ``<name>.npz`` and ``<name>.png`` into ``out_dir`` (names from :func:`sample_name`).
+
+    With ``num_shards > 1`` only shard ``shard`` is generated, into ``<name>.shard-<i>-of-<S>.npz`` (no grid);
+    :func:`merge_sample_shards` joins them.
+    """
     dev = select_device(device)
     trained = load_trained(model_path, weights=weights, device=dev)
     cfg = trained.config
@@ -276,8 +307,47 @@ def sample_to_files(
                 guidance=w,
                 device=dev,
                 progress=progress,
+                shard=shard,
+                num_shards=num_shards,
             )
+            images = to_pixels(trained, samples)
             name = sample_name(steps, w)
-            written.append(save_samples(Path(out_dir) / f"{name}.npz", samples, labels, meta))
-            save_grid(Path(out_dir) / f"{name}.png", samples)
+            if num_shards > 1:
+                written.append(
+                    save_samples(Path(out_dir) / f"{shard_name(name, shard, num_shards)}.npz", images, labels, meta)
+                )
+                continue
+            written.append(save_samples(Path(out_dir) / f"{name}.npz", images, labels, meta))
+            save_grid(Path(out_dir) / f"{name}.png", images)
     return written
+
+
+def merge_sample_shards(shards: list[str | Path], out: str | Path) -> Path:
+    """Concatenate shard files (in shard order) into ``out`` (+ its grid ``out`` with .png); checks they fit."""
+    out = Path(out)
+    arrays, labels, metas = [], [], []
+    for i, path in enumerate(shards):
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"sample shard '{path}' does not exist (sample it with 'ism sample --shard {i}')")
+        with np.load(path, allow_pickle=False) as f:
+            arrays.append(f["arr_0"])
+            labels.append(f["labels"])
+            metas.append(json.loads(str(f["meta"])))
+    order = [m.get("shard", [0, 1]) for m in metas]
+    if order != [[i, len(shards)] for i in range(len(shards))]:
+        raise ConfigError(f"sample shards {[str(p) for p in shards]} are not shards 0..{len(shards) - 1} in order")
+    keep = ("run", "steps", "guidance", "seed", "batch_size", "num_images", "weights", "train_step")
+    if any({k: m.get(k) for k in keep} != {k: metas[0].get(k) for k in keep} for m in metas):
+        raise ConfigError(f"sample shards {[str(p) for p in shards]} come from different models or settings")
+    meta = {**metas[0], "shard": [0, 1], "merged_from": len(shards)}
+    array = np.concatenate(arrays)
+    if len(array) != meta["num_images"]:
+        raise ConfigError(f"sample shards hold {len(array)} images, expected {meta['num_images']}")
+    buffer = io.BytesIO()
+    np.savez(buffer, arr_0=array, labels=np.concatenate(labels), meta=np.array(json.dumps(meta)))
+    write_bytes(out, buffer.getvalue())
+    if array.ndim == 4:
+        pixels = torch.from_numpy(array).permute(0, 3, 1, 2).float() / 127.5 - 1
+        save_grid(out.with_suffix(".png"), pixels)
+    return out

@@ -10,7 +10,10 @@ Layout of a run: ``workdir/ckpt/ckpt-<step>.pt`` (resumable, outside every pipel
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +30,7 @@ from ism.checkpoint import (
     prune_checkpoints,
 )
 from ism.config import RunConfig, run_config_from_json
-from ism.data import BatchSchedule, Dataset, load_dataset
+from ism.data import BatchSchedule, Dataset, Split, load_dataset
 from ism.method.ema import EMA
 from ism.method.shortcut import ShortcutObjective
 from ism.method.transport import PooledPairing
@@ -65,6 +68,26 @@ def load_data(cfg: RunConfig) -> Dataset:
     )
 
 
+def load_encoded(folder: str | Path) -> tuple[Dataset, dict[str, Any]]:
+    """The training set from an encoded folder (``ism encode``), memory-mapped: rows load when a batch reads them."""
+    from ism.data.encode import load_latents
+
+    latents, labels, meta = load_latents(folder)
+    with warnings.catch_warnings():  # read-only memmap: training never writes to it
+        warnings.simplefilter("ignore", UserWarning)
+        images = torch.from_numpy(latents)
+    empty = Split(images=images[:0], labels=torch.zeros(0, dtype=torch.int64))
+    data = Dataset(
+        name=meta["dataset"],
+        train=Split(images=images, labels=torch.from_numpy(labels)),
+        test=empty,
+        num_classes=int(meta["num_classes"]),
+        sample_shape=tuple(meta["shape"]),
+        class_names=tuple(meta["class_names"]),
+    )
+    return data, meta
+
+
 def build_network(cfg: RunConfig, sample_shape: tuple[int, ...], num_classes: int) -> torch.nn.Module:
     return build_model(
         cfg.model.arch,
@@ -77,7 +100,7 @@ def build_network(cfg: RunConfig, sample_shape: tuple[int, ...], num_classes: in
 
 def training_identity(cfg: RunConfig) -> dict[str, Any]:
     """The parts of a config that determine the trained weights step by step."""
-    dump = cfg.model_dump(mode="json", exclude={"name", "sample"})
+    dump = cfg.model_dump(mode="json", exclude={"name", "sample", "launch"})
     dump["train"] = {k: v for k, v in dump["train"].items() if k not in _RESUMABLE_CHANGES}
     return dump
 
@@ -93,7 +116,9 @@ class Trainer:
         output: str | Path | None = None,
         live_dir: str | Path | None = None,
         dataset: Dataset | None = None,
+        latents: str | Path | None = None,
         progress: bool = True,
+        step_guard: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
     ):
         self.cfg = cfg
         self.workdir = Path(workdir)
@@ -101,8 +126,21 @@ class Trainer:
         self.output = Path(output) if output is not None else None
         self.live_dir = Path(live_dir) if live_dir is not None else None
         self.progress = progress
-        self.device = select_device(cfg.train.device)
-        self.data = dataset if dataset is not None else load_data(cfg)
+        self.step_guard = step_guard  # wraps each step (launch.py defers the checkpoint signal to step boundaries)
+        self.rank, self.world_size = _distributed_rank()
+        self.device = select_device(cfg.train.device, local_rank=self.rank if self.world_size > 1 else None)
+        self.encoding: dict[str, Any] = {"encoder": "identity"}
+        if dataset is not None:
+            self.data = dataset
+        elif latents is not None:
+            self.data, self.encoding = load_encoded(latents)
+        else:
+            self.data = load_data(cfg)
+        if cfg.train.batch_size % self.world_size:
+            raise ValueError(
+                f"train.batch_size {cfg.train.batch_size} does not split over {self.world_size} processes: "
+                "choose a multiple of launch.nodes x launch.gpus_per_node"
+            )
 
         torch.manual_seed(cfg.train.seed)  # the initial weights are a function of the seed
         self.model = build_network(cfg, self.data.sample_shape, self.data.num_classes).to(self.device)
@@ -123,12 +161,26 @@ class Trainer:
             if ot.enabled
             else None
         )
-        self.x_train = self.data.train.images.to(self.device)
-        self.y_train = self.data.train.labels.to(self.device)
+        # Small sets move to the device once; a memory-mapped latent set stays on the host, read batch by batch.
+        on_host = (
+            not self.data.train.images.is_contiguous() or self.data.train.images.untyped_storage().nbytes() > 2**30
+        )
+        self.x_train = self.data.train.images if on_host else self.data.train.images.to(self.device)
+        self.y_train = self.data.train.labels if on_host else self.data.train.labels.to(self.device)
+        self.network = self.model
+        if self.world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.network = DistributedDataParallel(self.model, device_ids=ids)
         self.step = 0
         self.resumed_from = 0
 
     # --- state ------------------------------------------------------------------------------------------
+    @property
+    def is_main_process(self) -> bool:
+        return self.rank == 0
+
     def target_network(self) -> torch.nn.Module:
         name = self.cfg.method.target_weights
         return self.model if name == "online" else self.emas[name].model
@@ -171,6 +223,8 @@ class Trainer:
         return self.step
 
     def save_checkpoint(self) -> Path:
+        if not self.is_main_process:
+            return checkpoint_path(self.ckpt_dir, self.step)
         path = atomic_save(self.state_dict(), checkpoint_path(self.ckpt_dir, self.step))
         prune_checkpoints(self.ckpt_dir, self.cfg.train.keep_checkpoints)
         return path
@@ -187,6 +241,7 @@ class Trainer:
                 "weights": weights,
                 "sample_shape": list(self.data.sample_shape),
                 "num_classes": self.data.num_classes,
+                "encoding": self.encoding,
                 "ism_version": __version__,
             },
             self.output,
@@ -196,14 +251,18 @@ class Trainer:
     def train_step(self, step: int) -> dict[str, torch.Tensor]:
         if self.pairing is not None:  # sOT: the same batch, with noise re-paired over its pool
             idx, x0 = self.pairing.batch(step)
-            idx, x0 = idx.to(self.device), x0.to(self.device)
         else:
-            idx, x0 = self.schedule.indices(step).to(self.device), None
+            idx, x0 = self.schedule.indices(step), None
         generator = seeded_generator(self.device, "step", self.cfg.train.seed, step)
+        if self.world_size > 1:  # each process takes its contiguous share of the batch and its own draws
+            share = slice(self.rank * len(idx) // self.world_size, (self.rank + 1) * len(idx) // self.world_size)
+            idx, x0 = idx[share], (None if x0 is None else x0[share])
+            generator = seeded_generator(self.device, "step", self.cfg.train.seed, step, self.rank)
+        x1 = self.x_train[idx.to(self.x_train.device)].to(self.device, non_blocking=True)
+        y = self.y_train[idx.to(self.y_train.device)].to(self.device, non_blocking=True)
+        x0 = None if x0 is None else x0.to(self.device)
         with autocast(self.device, self.cfg.train.precision):
-            loss, logs = self.objective(
-                self.model, self.target_network(), self.x_train[idx], self.y_train[idx], generator, x0
-            )
+            loss, logs = self.objective(self.network, self.target_network(), x1, y, generator, x0)
         if not torch.isfinite(loss):
             kept = newest_valid_checkpoint(self.ckpt_dir)
             where = f"the last good checkpoint is '{kept[0]}'" if kept else "no checkpoint was written yet"
@@ -236,20 +295,15 @@ class Trainer:
         )
         try:
             while self.step < end:
-                logs = self.train_step(self.step)
-                self.step += 1
-                bar.update(1)
-                if self.step % t.log_every == 0 or self.step == end:
-                    values = {k: float(v) for k, v in logs.items()}
-                    bar.set_postfix(loss=f"{values['loss']:.4f}")
-                    log.info("step %d %s", self.step, " ".join(f"{k}={v:.5f}" for k, v in values.items()))
-                    if live is not None:
-                        live.step = self.step
-                        for key, value in values.items():
-                            live.log_metric(f"train/{key}", value)
-                        live.make_summary()
-                if self.step % t.checkpoint_every == 0 or self.step == end:
-                    self.save_checkpoint()
+                # One guarded unit: the step and its bookkeeping, so a checkpoint signal lands between units.
+                with self.step_guard():
+                    logs = self.train_step(self.step)
+                    self.step += 1
+                    bar.update(1)
+                    if self.step % t.log_every == 0 or self.step == end:
+                        self._log(logs, bar, live)
+                    if self.step % t.checkpoint_every == 0 or self.step == end:
+                        self.save_checkpoint()
         finally:
             bar.close()
             if self.pairing is not None:
@@ -257,16 +311,32 @@ class Trainer:
             if live is not None:
                 live.end()
         finished = self.step >= t.steps
-        output = self.save_model() if finished and self.output is not None else None
+        output = self.save_model() if finished and self.output is not None and self.is_main_process else None
         return TrainResult(step=self.step, finished=finished, resumed_from=self.resumed_from, output=output)
 
+    def _log(self, logs: dict[str, torch.Tensor], bar: tqdm, live: Any) -> None:
+        values = {k: float(v) for k, v in logs.items()}
+        bar.set_postfix(loss=f"{values['loss']:.4f}")
+        log.info("step %d %s", self.step, " ".join(f"{k}={v:.5f}" for k, v in values.items()))
+        if live is not None:
+            live.step = self.step
+            for key, value in values.items():
+                live.log_metric(f"train/{key}", value)
+            live.make_summary()
+
     def _open_live(self):
-        if self.live_dir is None:
+        if self.live_dir is None or not self.is_main_process:
             return None
         from dvclive import Live  # imported lazily: dvclive pulls in git tooling
 
         # save_dvc_exp/dvcyaml off: a job must never write DVC state (dvc.yaml declares the plots itself).
         return Live(str(self.live_dir), resume=self.step > 0, save_dvc_exp=False, dvcyaml=False, report=None)
+
+
+def _distributed_rank() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
 
 
 def train(cfg: RunConfig, **kwargs: Any) -> TrainResult:

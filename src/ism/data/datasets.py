@@ -160,9 +160,20 @@ def _read_imagefolder(root: str | None, image_size: int | None) -> _LabelledImag
     Each class needs at least 2 images (one per side of the stratified split); a smaller class raises
     DataError rather than silently falling back to an unstratified split.
     """
-    folder = _checked_root(root)
     if image_size is not None and image_size < 1:
         raise DataError(f"data.image_size must be a positive number of pixels, got {image_size}")
+    paths, label_array, class_names = list_imagefolder(root)
+    labels = label_array.tolist()
+    arrays = [_read_image(path, image_size) for path in paths]
+    if image_size is None:
+        _check_same_size(paths, arrays)
+    pixels = _stack_channels_first(arrays)
+    return _LabelledImages(pixels, np.asarray(labels, dtype=np.int64), class_names)
+
+
+def list_imagefolder(root: str | None) -> tuple[list[Path], np.ndarray, tuple[str, ...]]:
+    """(image paths, int64 labels, class names) of ``root/<class>/*``, sorted, without reading any image."""
+    folder = _checked_root(root)
     class_dirs = sorted((p for p in folder.iterdir() if p.is_dir() and not _is_hidden(p)), key=lambda p: p.name)
     if not class_dirs:
         raise DataError(
@@ -180,11 +191,27 @@ def _read_imagefolder(root: str | None, image_size: int | None) -> _LabelledImag
             )
         paths += files
         labels += [label] * len(files)
-    arrays = [_read_image(path, image_size) for path in paths]
-    if image_size is None:
-        _check_same_size(paths, arrays)
-    pixels = _stack_channels_first(arrays)
-    return _LabelledImages(pixels, np.asarray(labels, dtype=np.int64), tuple(p.name for p in class_dirs))
+    return paths, np.asarray(labels, dtype=np.int64), tuple(p.name for p in class_dirs)
+
+
+@dataclass(frozen=True)
+class FileSplit:
+    """One side of an image folder's split, as file paths (read lazily; ImageNet does not fit in RAM)."""
+
+    paths: list[Path]
+    labels: np.ndarray
+
+
+def split_imagefolder(
+    root: str | None, test_fraction: float, split_seed: int
+) -> tuple[FileSplit, FileSplit, tuple[str, ...]]:
+    """The same stratified train/test split as :func:`load_dataset`, on file paths."""
+    _check_test_fraction(test_fraction)
+    _check_split_seed(split_seed)
+    paths, labels, class_names = list_imagefolder(root)
+    train_idx, test_idx = _stratified_split(labels, test_fraction, split_seed)
+    side = lambda idx: FileSplit([paths[i] for i in idx], labels[idx])  # noqa: E731
+    return side(train_idx), side(test_idx), class_names
 
 
 def _checked_root(root: str | None) -> Path:

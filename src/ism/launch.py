@@ -1,0 +1,226 @@
+"""Training as a submitit job: local subprocess, SLURM, or in-process (debug), with preemption-safe requeue.
+
+The ``train`` rule of the workflow runs on the submit host and calls :func:`launch`, which submits one job,
+streams its log, waits, and cancels the job if it is itself interrupted (Ctrl-C, SIGTERM from Snakemake).
+
+:class:`TrainingJob` is the submitted callable. Before a time limit or on preemption SLURM sends USR2; submitit
+then calls :meth:`TrainingJob.checkpoint`, which writes a checkpoint of the *last finished step* and returns a
+fresh callable that resumes from it after the requeue. The signal is held back (``pthread_sigmask``) while a step
+runs, so a checkpoint never captures a half-applied optimizer step; the resumed run is bitwise identical to an
+uninterrupted one on the CPU (every draw is seeded by (seed, step), see :mod:`ism.train`).
+
+Multi-GPU / multi-node: ``launch.nodes`` × ``launch.gpus_per_node`` tasks, one per GPU; each task exports the
+``torch.distributed`` environment with submitit's ``TorchDistributedEnvironment`` and joins the process group.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from ism.config import LaunchConfig, RunConfig
+
+log = logging.getLogger(__name__)
+
+# The signal SLURM sends before a time limit or a preemption (submitit asks for --signal=USR2@delay).
+CHECKPOINT_SIGNAL = signal.SIGUSR2
+
+
+@contextlib.contextmanager
+def deferred_signal(signum: int = CHECKPOINT_SIGNAL):
+    """Hold ``signum`` back while the block runs; a signal that arrived meanwhile is handled at its end."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signum})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signum})
+
+
+class TrainingJob:
+    """The submitted callable: trains one run, resuming from the newest checkpoint of ``workdir``."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        *,
+        workdir: str | Path,
+        output: str | Path,
+        live_dir: str | Path | None = None,
+        latents: str | Path | None = None,
+        until_step: int | None = None,
+    ):
+        self.config = config
+        self.workdir = Path(workdir).resolve()
+        self.output = Path(output).resolve()
+        self.live_dir = Path(live_dir).resolve() if live_dir is not None else None
+        self.latents = Path(latents).resolve() if latents is not None else None
+        self.until_step = until_step
+        self._trainer = None
+
+    def __call__(self) -> dict[str, Any]:
+        import torch
+
+        from ism.train import Trainer
+
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        distributed = _join_process_group()
+        torch.set_num_threads(self.config.launch.cpus_per_task)
+        self._trainer = Trainer(
+            self.config,
+            workdir=self.workdir,
+            output=self.output,
+            live_dir=self.live_dir,
+            latents=self.latents,
+            progress=False,
+            step_guard=deferred_signal,
+        )
+        try:
+            result = self._trainer.run(until_step=self.until_step)
+        finally:
+            if distributed:
+                torch.distributed.destroy_process_group()
+        log.info("training ended at step %d (resumed from %d)", result.step, result.resumed_from)
+        return {"step": result.step, "finished": result.finished, "resumed_from": result.resumed_from}
+
+    def checkpoint(self, *args: Any, **kwargs: Any):
+        """Called by submitit on USR2 (time limit or preemption): save, then resubmit a fresh instance."""
+        import submitit
+
+        trainer = self._trainer
+        if trainer is not None and trainer.step > 0 and trainer.is_main_process:
+            path = trainer.save_checkpoint()
+            log.warning("signal received: checkpoint of step %d written to %s; requeueing", trainer.step, path)
+        fresh = TrainingJob(
+            self.config,
+            workdir=self.workdir,
+            output=self.output,
+            live_dir=self.live_dir,
+            latents=self.latents,
+            until_step=self.until_step,
+        )
+        return submitit.helpers.DelayedSubmission(fresh)
+
+
+def _join_process_group() -> bool:
+    """With more than one task, export MASTER_ADDR/RANK/… from the job and init torch.distributed."""
+    import submitit
+    import torch
+
+    try:
+        tasks = submitit.JobEnvironment().num_tasks
+    except RuntimeError:  # the debug executor runs in-process, outside any job
+        return False
+    if tasks <= 1:
+        return False
+    submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=torch.cuda.is_available())
+    torch.distributed.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    return True
+
+
+def make_executor(launch: LaunchConfig, name: str):
+    """A submitit executor for ``launch.cluster`` with the resources of ``launch`` (all explicit)."""
+    import submitit
+
+    folder = Path(launch.folder) / name / "%j"
+    executor = submitit.AutoExecutor(
+        folder=folder, cluster=launch.cluster, slurm_max_num_timeout=launch.max_num_timeout
+    )
+    params: dict[str, Any] = {
+        "name": f"ism-train-{name}",
+        "timeout_min": launch.timeout_min,
+        "nodes": launch.nodes,
+        "tasks_per_node": launch.tasks_per_node,
+        "cpus_per_task": launch.cpus_per_task,
+        "mem_gb": launch.mem_gb,
+        "stderr_to_stdout": True,
+        "slurm_signal_delay_s": launch.signal_delay_s,
+    }
+    if launch.gpus_per_node:
+        params["gpus_per_node"] = launch.gpus_per_node
+    if launch.partition:
+        params["slurm_partition"] = launch.partition
+    if launch.account:
+        params["slurm_account"] = launch.account
+    if launch.slurm_additional:
+        params["slurm_additional_parameters"] = dict(launch.slurm_additional)
+    executor.update_parameters(**params)
+    return executor
+
+
+class LaunchError(RuntimeError):
+    """The training job failed; the message names the job and its log."""
+
+
+def launch(job: TrainingJob, *, poll_s: float = 2.0, stream: bool = True) -> dict[str, Any]:
+    """Submit ``job``, stream its log while waiting, and cancel it if this process is interrupted."""
+    import submitit
+
+    cfg = job.config
+    if cfg.launch.cluster == "slurm" and "SLURM_JOB_ID" in os.environ:
+        # Never nest: a train rule sent to a compute node would hold an idle allocation for the whole run.
+        raise LaunchError(
+            f"ism launch for run '{cfg.name}' is running inside SLURM job {os.environ['SLURM_JOB_ID']}: the train "
+            "rule must run on the submit host (it is a localrule; do not submit it yourself)"
+        )
+    executor = make_executor(cfg.launch, cfg.name)
+    with submitit.helpers.clean_env():
+        submitted = executor.submit(job)
+    log_path = Path(str(submitted.paths.stdout))
+    print(f"submitted run '{cfg.name}' as {cfg.launch.cluster} job {submitted.job_id}; log: {log_path}", flush=True)
+    if cfg.launch.cluster == "debug":
+        return _result(submitted, log_path)
+
+    previous = signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    position = 0
+    try:
+        while not submitted.done():
+            position = _stream(log_path, position) if stream else position
+            time.sleep(poll_s)
+        _stream(log_path, position) if stream else None
+        return _result(submitted, log_path)
+    except KeyboardInterrupt:
+        print(f"interrupted: cancelling job {submitted.job_id}", file=sys.stderr, flush=True)
+        submitted.cancel(check=False)
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+
+def _stream(path: Path, position: int) -> int:
+    """Print what the job appended to its log since ``position``; return the new position."""
+    try:
+        with path.open("rb") as f:
+            f.seek(position)
+            chunk = f.read()
+    except FileNotFoundError:
+        return position
+    if chunk:
+        sys.stdout.write(chunk.decode(errors="replace"))
+        sys.stdout.flush()
+    return position + len(chunk)
+
+
+def _result(submitted: Any, log_path: Path) -> dict[str, Any]:
+    try:
+        results = submitted.results()
+    except Exception as err:  # submitit re-raises the job's failure with its traceback
+        last = str(err).strip().splitlines()
+        raise LaunchError(
+            f"training job {submitted.job_id} failed ({last[-1] if last else type(err).__name__}); log: {log_path}"
+        ) from None
+    return results[0]

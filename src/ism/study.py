@@ -1,0 +1,195 @@
+"""Study-level stages that read the whole study file: encode the data, embed the real reference, score samples.
+
+Each function is ``inputs + study config -> files``; the CLI (and through it the workflow) calls them. The real
+images come from one place, :func:`real_images`, so encoding, the FID reference and the floor always agree on the
+split: the train split is encoded and is the FID reference, the held-out test split gives the floor.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ism.atomic import write_json
+from ism.config import RunConfig, StudyConfig, load_yaml, resolve_run, validate_study
+from ism.evaluate import Extractor, ImageFiles, image_metrics, read_samples, resolve_extractor
+
+REFERENCE_FILE = "reference.json"
+
+
+def load_study(path: str | Path) -> tuple[StudyConfig, dict[str, Any]]:
+    raw = load_yaml(path)
+    return validate_study(raw), raw
+
+
+def base_run(raw: dict[str, Any], study: StudyConfig) -> RunConfig:
+    """The configuration every run shares for data (runs may not override ``data``)."""
+    return resolve_run(raw, next(iter(study.runs)))
+
+
+class _LazyImages:
+    """uint8 (N, 3, S, S) images read from files on slicing: what encode_shard needs, without loading them all."""
+
+    dtype = torch.uint8
+
+    def __init__(self, files: ImageFiles):
+        self.files = files
+        self.shape = (len(files), 3, files.image_size, files.image_size)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: slice) -> torch.Tensor:
+        return torch.stack([self.files[i] for i in range(*index.indices(len(self)))])
+
+
+def real_images(cfg: RunConfig, side: str) -> tuple[Any, np.ndarray, int, tuple[str, ...]]:
+    """(uint8 images, labels, number of classes, class names) of the ``train`` or ``test`` split.
+
+    Embedded sets come back as tensors; an image folder as files read on access (ADM centre crop).
+    """
+    d = cfg.data
+    if d.dataset == "imagefolder":
+        from ism.data.datasets import split_imagefolder
+
+        if d.image_size is None:
+            raise ValueError("config key 'data.image_size': an encoded image folder needs a fixed size (e.g. 256)")
+        train, test, names = split_imagefolder(d.root, d.test_fraction, d.split_seed)
+        chosen = train if side == "train" else test
+        return _LazyImages(ImageFiles(chosen.paths, d.image_size)), chosen.labels, len(names), names
+    from ism.data import model_to_uint8
+    from ism.train import load_data
+
+    data = load_data(cfg)
+    split = data.train if side == "train" else data.test
+    if split.images.dim() != 4:
+        raise ValueError(f"config key 'data.dataset': '{d.dataset}' is not an image set; it has no encoding stage")
+    return model_to_uint8(split.images), split.labels.numpy(), data.num_classes, data.class_names
+
+
+def encode(config: str | Path, out_dir: str | Path, *, shard: int, num_shards: int, progress: bool = True) -> Path:
+    """Encode shard ``shard`` of ``num_shards`` of the train split into ``out_dir``."""
+    from ism.data.encode import encode_shard
+    from ism.runtime import select_device
+
+    study, raw = load_study(config)
+    cfg = base_run(raw, study)
+    images, labels, _, _ = real_images(cfg, "train")
+    d = cfg.data
+    return encode_shard(
+        images,
+        labels,
+        out_dir,
+        shard=shard,
+        num_shards=num_shards,
+        encoder=d.encoder,
+        vae=d.vae,
+        scale_factor=d.latent_scale,
+        flips=d.flips,
+        batch_size=d.encode_batch_size,
+        device=select_device(cfg.train.device),
+        progress=progress,
+    )
+
+
+def merge_encoded(config: str | Path, out_dir: str | Path, *, num_shards: int) -> Path:
+    from ism.data.encode import merge_shards
+
+    study, raw = load_study(config)
+    cfg = base_run(raw, study)
+    images, _, num_classes, names = real_images(cfg, "train")
+    d = cfg.data
+    meta = {
+        "dataset": d.dataset,
+        "encoder": d.encoder,
+        "vae": d.vae,
+        "scale_factor": d.latent_scale if d.encoder == "sd-vae" else 1.0,
+        "flips": d.flips,
+        "num_images": len(images),
+        "num_classes": num_classes,
+        "class_names": list(names),
+    }
+    return merge_shards(out_dir, num_shards, meta)
+
+
+def _extractor(study: StudyConfig) -> Extractor:
+    e = study.evaluate
+    return resolve_extractor(
+        e.extractor, dataset=study.data.dataset, classifier=e.classifier, inception_weights=e.inception_weights
+    )
+
+
+def _reference(cfg: RunConfig, study: StudyConfig):
+    images, _, _, _ = real_images(cfg, "train")
+    limit = study.evaluate.reference_images
+    if limit is not None and limit < len(images):
+        if isinstance(images, torch.Tensor):
+            return images[:limit]
+        return _LazyImages(ImageFiles(images.files.paths[:limit], images.files.image_size))
+    return images
+
+
+def _as_dataset(images: Any):
+    return images.files if isinstance(images, _LazyImages) else images
+
+
+def reference(config: str | Path, out_dir: str | Path) -> Path:
+    """Embed the real reference once into torch-fidelity's cache in ``out_dir``; write ``reference.json``."""
+    study, raw = load_study(config)
+    cfg = base_run(raw, study)
+    extractor = _extractor(study)
+    ref = _reference(cfg, study)
+    probe = ref[:16] if isinstance(ref, torch.Tensor) else ref[slice(0, 16)]  # any few images: the cache is the point
+    cache_name = f"{study.study}-reference"
+    image_metrics(probe, _as_dataset(ref), extractor, cache_root=out_dir, cache_name=cache_name)
+    return write_json(
+        Path(out_dir) / REFERENCE_FILE,
+        {"cache_name": cache_name, "extractor": extractor.name, "n": len(ref), "dataset": study.data.dataset},
+    )
+
+
+def evaluate(config: str | Path, samples: str | Path, out: str | Path, reference_dir: str | Path | None) -> dict:
+    """Metrics of a samples file against the reference (read from the cache in ``reference_dir`` when given)."""
+    images, meta = read_samples(samples)
+    return _score(config, images, meta, out, reference_dir)
+
+
+def floor(config: str | Path, out: str | Path, reference_dir: str | Path | None) -> dict:
+    """The real-data floor: held-out test images, as many as the samples, scored exactly like samples."""
+    study, raw = load_study(config)
+    test, _, _, _ = real_images(base_run(raw, study), "test")
+    n = min(len(test), study.evaluate.floor_images or study.sample.num_images)
+    held_out = test[:n] if isinstance(test, torch.Tensor) else test[slice(0, n)]
+    return _score(config, held_out, {"run": "real-test-images", "steps": 0}, out, reference_dir)
+
+
+def _score(config: str | Path, images: torch.Tensor, meta: dict, out: str | Path, reference_dir: Any) -> dict:
+    study, raw = load_study(config)
+    extractor = _extractor(study)
+    cache: dict[str, Any] = {}
+    if reference_dir is not None:
+        info = _read_reference(reference_dir, extractor)
+        cache = {"cache_root": reference_dir, "cache_name": info["cache_name"]}
+    ref = _as_dataset(_reference(base_run(raw, study), study))
+    metrics = image_metrics(images, ref, extractor, batch_size=study.evaluate.batch_size, **cache)
+    metrics |= {"sample_meta": meta, "dataset": study.data.dataset}
+    write_json(out, metrics)
+    return metrics
+
+
+def _read_reference(folder: str | Path, extractor: Extractor) -> dict[str, Any]:
+    import json
+
+    path = Path(folder) / REFERENCE_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"no FID reference at '{path}': make it with 'ism fid-reference'")
+    info = json.loads(path.read_text())
+    if info.get("extractor") != extractor.name:
+        raise FileNotFoundError(
+            f"'{path}' was made with extractor '{info.get('extractor')}', not '{extractor.name}': "
+            "rerun 'ism fid-reference'"
+        )
+    return info
