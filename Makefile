@@ -8,7 +8,7 @@ DEPS_STAMP := $(VENV)/.deps-$(DEPS_KEY)
 PYTEST := $(BIN)/python -m pytest
 CONFIG ?= config/config.yaml
 
-.PHONY: venv install demo test test-fast test-slow lint format clean
+.PHONY: venv install demo slurm-profile test test-fast test-slow test-slurm lint format clean
 
 $(DEPS_STAMP):
 	rm -rf "$(VENV)"
@@ -23,28 +23,26 @@ install: $(DEPS_STAMP)
 
 venv: install
 
-DEMO_RUNS ?= fm sm ism
-
+# The default study end to end through the workflow (the same DAG `dvc repro` and the cluster run).
 demo: install
-	@for run in $(DEMO_RUNS); do \
-	  "$(BIN)/ism" train --config $(CONFIG) --run $$run --live-dir results/$$run/train_log && \
-	  "$(BIN)/ism" -q sample --checkpoint results/$$run/model.pt --steps 1 2 4 8 16 32 64 128 || exit 1; \
-	  for samples in results/$$run/samples/*.npz; do \
-	    name=$$(basename "$$samples" .npz); \
-	    "$(BIN)/ism" -q evaluate --samples "$$samples" --config $(CONFIG) --out "results/$$run/metrics/$$name.json" || exit 1; \
-	  done; \
-	done
-	"$(BIN)/ism" -q evaluate --floor --config $(CONFIG) --out results/floor.json
-	"$(BIN)/ism" -q report --runs $(DEMO_RUNS) --floor results/floor.json --out-dir results
+	"$(BIN)/snakemake" --profile profiles/local --configfile $(CONFIG)
 	@echo "report: results/report.md, plot: results/fid_vs_steps.png, grids: results/<run>/samples/*.png"
 
+# Install profiles/slurm as the user profile `slurm` (then: snakemake --profile slurm). Pass PARTITION/ACCOUNT.
+slurm-profile: install
+	"$(BIN)/python" profiles/install.py $(if $(PARTITION),--partition $(PARTITION)) \
+	  $(if $(CPU_PARTITION),--cpu-partition $(CPU_PARTITION)) $(if $(ACCOUNT),--account $(ACCOUNT))
+
 lint: install
-	"$(BIN)/ruff" check src tests benchmarks
-	"$(BIN)/ruff" format --check src tests benchmarks
+	"$(BIN)/ruff" check src tests benchmarks profiles
+	"$(BIN)/ruff" format --check src tests benchmarks profiles
+	"$(BIN)/snakefmt" --check Snakefile workflow
+	cd "$(CURDIR)" && PATH="$(abspath $(BIN)):$$PATH" snakemake --lint
 
 format: install
-	"$(BIN)/ruff" format src tests benchmarks
-	"$(BIN)/ruff" check --fix src tests benchmarks
+	"$(BIN)/ruff" format src tests benchmarks profiles
+	"$(BIN)/ruff" check --fix src tests benchmarks profiles
+	"$(BIN)/snakefmt" Snakefile workflow
 
 test-fast: install
 	$(PYTEST)
@@ -56,4 +54,4 @@ test-slow: install
 test: lint test-fast test-slow
 
 clean:
-	rm -rf results work .pytest_cache
+	rm -rf results models data/latents work logs .snakemake .pytest_cache

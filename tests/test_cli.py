@@ -64,7 +64,7 @@ def test_train_then_sample(tmp_path):
     sets = [a for o in [*TINY_OVERRIDES, "train.steps=4"] for a in ("--set", o)]
     trained = ism("-q", "train", "--config", str(DEFAULT_CONFIG), "--run", "sm", *sets, cwd=tmp_path)
     assert trained.returncode == 0, trained.stderr
-    model = tmp_path / "results" / "sm" / "model.pt"
+    model = tmp_path / "models" / "sm" / "model.pt"
     assert model.is_file() and (tmp_path / "work" / "sm" / "ckpt").is_dir()
     sampled = ism("-q", "sample", "--checkpoint", str(model), "--steps", "1", "128", "--num-images", "8", cwd=tmp_path)
     assert sampled.returncode == 0, sampled.stderr

@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+import yaml
 from scipy import linalg
 
 from ism.classifier import accuracy, default_classifier_path, file_hash, load_classifier, train_classifier
@@ -75,7 +76,11 @@ def test_cli_evaluate_floor_and_bad_input(tmp_path):
         return subprocess.run([sys.executable, "-m", "ism.cli", *args], capture_output=True, text=True, timeout=300)
 
     out = tmp_path / "floor.json"
-    result = ism("evaluate", "--floor", "--config", str(DEFAULT_CONFIG), "--num-images", "200", "--out", str(out))
+    study = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    study["evaluate"]["floor_images"] = 200
+    config = tmp_path / "study.yaml"
+    config.write_text(yaml.safe_dump(study))
+    result = ism("evaluate", "--floor", "--config", str(config), "--out", str(out))
     assert result.returncode == 0, result.stderr
     metrics = json.loads(out.read_text())
     assert metrics["n"] == 200 and metrics["extractor"].startswith("ism-classifier-digits-")

@@ -24,8 +24,8 @@ the finished model (online weights, every EMA copy and the resolved config) goes
 
 EPILOG_SAMPLE = """\
 examples:
-  ism sample --checkpoint results/sm/model.pt --steps 1 2 4 8 16 32 64 128
-  ism sample --checkpoint results/sm/model.pt --steps 1 --num-images 64 --weights target
+  ism sample --checkpoint models/sm/model.pt --steps 1 2 4 8 16 32 64 128
+  ism sample --checkpoint models/sm/model.pt --steps 1 --num-images 64 --weights target
 
 Writes OUT_DIR/steps<N>.npz (uint8 NHWC images in 'arr_0', the ADM evaluator layout, plus 'labels' and 'meta')
 and a preview grid OUT_DIR/steps<N>.png for every budget N.
@@ -46,7 +46,7 @@ def _train_common() -> argparse.ArgumentParser:
         help="override a config key, e.g. train.steps=100 (repeatable; values parsed as YAML)",
     )
     common.add_argument("--workdir", type=Path, help="resumable state (default: work/RUN)")
-    common.add_argument("--output", type=Path, help="final model file (default: results/RUN/model.pt)")
+    common.add_argument("--output", type=Path, help="final model file (default: models/RUN/model.pt)")
     common.add_argument("--live-dir", type=Path, help="dvclive folder for training curves (default: none)")
     common.add_argument("--latents", type=Path, help="encoded data from 'ism encode' (default: load the dataset)")
     common.add_argument(
@@ -97,7 +97,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="step budgets, powers of two up to method.base_steps (e.g. 1 2 4 128)",
     )
-    sample.add_argument("--out-dir", type=Path, help="output folder (default: folder of CHECKPOINT/samples)")
+    sample.add_argument("--out-dir", type=Path, help="output folder (default: results/RUN/samples)")
     sample.add_argument("--num-images", type=int, help="images per budget (default: sample.num_images)")
     sample.add_argument("--batch-size", type=int, help="images per batch (default: sample.batch_size)")
     sample.add_argument("--seed", type=int, help="seed of noise and labels (default: sample.seed)")
@@ -278,7 +278,7 @@ def _run_config(args: argparse.Namespace):
 def _train_paths(args: argparse.Namespace, cfg) -> dict:
     return {
         "workdir": args.workdir or Path("work") / cfg.name,
-        "output": args.output or Path("results") / cfg.name / "model.pt",
+        "output": args.output or Path("models") / cfg.name / "model.pt",
         "live_dir": args.live_dir,
         "latents": args.latents,
     }
@@ -301,7 +301,7 @@ def _sample(args: argparse.Namespace) -> None:
 
     written = sample_to_files(
         args.checkpoint,
-        args.out_dir or args.checkpoint.parent / "samples",
+        args.out_dir,
         args.steps,
         num_images=args.num_images,
         batch_size=args.batch_size,

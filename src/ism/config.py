@@ -550,4 +550,4 @@ def run_config_from_json(text: str) -> RunConfig:
 
 def study_json_schema() -> dict[str, Any]:
     """The JSON Schema of a study file (what the Snakefile's ``validate`` uses)."""
-    return StudyConfig.model_json_schema()
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **StudyConfig.model_json_schema()}

@@ -48,6 +48,16 @@ def markdown_table(rows: dict[str, dict[int, dict[str, Any]]], floor: dict[str, 
     return "\n".join(lines) + "\n"
 
 
+def fid_csv(rows: dict[str, dict[int, dict[str, Any]]]) -> str:
+    """Wide table ``steps,<row>,<row>…`` of FID (what ``dvc plots show`` draws; empty cells where not sampled)."""
+    budgets = sorted({n for metrics in rows.values() for n in metrics})
+    lines = [",".join(["steps", *rows])]
+    for n in budgets:
+        cells = [f"{rows[label][n]['fid']:.4f}" if n in rows[label] else "" for label in rows]
+        lines.append(",".join([str(n), *cells]))
+    return "\n".join(lines) + "\n"
+
+
 def plot_fid(rows: dict[str, dict[int, dict[str, Any]]], floor: dict[str, Any] | None, path: str | Path) -> Path:
     import matplotlib
 
@@ -105,5 +115,6 @@ def write_report(
         f"{table}\n![FID against steps](fid_vs_steps.png)\n"
     )
     write_bytes(out / "report.md", text.encode())
+    write_bytes(out / "fid_vs_steps.csv", fid_csv(rows).encode())
     plot_fid(rows, floor, out / "fid_vs_steps.png")
     return table

@@ -257,7 +257,7 @@ def to_pixels(trained: TrainedModel, samples: torch.Tensor) -> torch.Tensor:
 
 def sample_to_files(
     model_path: str | Path,
-    out_dir: str | Path,
+    out_dir: str | Path | None,
     budgets: list[int],
     *,
     num_images: int | None = None,
@@ -294,6 +294,7 @@ def sample_to_files(
     else:
         scales = [None]
     s = cfg.sample
+    out_dir = Path(out_dir) if out_dir is not None else Path("results") / cfg.name / "samples"
     written = []
     for steps in budgets:
         for w in scales:

@@ -94,7 +94,7 @@ packages_missing() {
     local p status
     for p in "${PACKAGES[@]}"; do
         status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null) || status=""
-        [[ $status == "install ok installed" ]] || printf '%s ' "$p"
+        [[ $status == "install ok installed" ]] || printf ' %s' "$p"
     done
 }
 
@@ -115,7 +115,7 @@ ensure_packages() {
         return 0
     fi
     t0=$(now_ms)
-    log "installing Debian packages: $missing"
+    log "installing Debian packages:$missing"
     if ! apt-cache show slurmctld >/dev/null 2>&1; then
         apt_update
     fi
@@ -182,6 +182,8 @@ TaskPlugin=task/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 SchedulerType=sched/backfill
+# Look at pending jobs (e.g. requeued ones once eligible) every few seconds, not 30-60 s.
+SchedulerParameters=bf_interval=5,sched_interval=10
 ReturnToService=2
 MpiDefault=none
 JobAcctGatherType=jobacct_gather/none
@@ -193,6 +195,11 @@ MinJobAge=600
 KillWait=10
 # Jobs without --mem get this much per CPU instead of the whole node.
 DefMemPerCPU=$def_mem
+# Credential lifetime; also how long a requeued job waits before it may start again
+# (default 120 s, which would dominate any requeue test).
+AuthInfo=cred_expire=20
+# Silences "Configured MailProg is invalid" (no mail in CI).
+MailProg=/bin/true
 # Preempted jobs get their --signal (submitit: USR2) first.
 SlurmctldParameters=preempt_send_user_signal
 GresTypes=gpu
@@ -211,6 +218,19 @@ EOF
 record_started() { # record_started NAME PID
     printf '%s %s\n' "$1" "$2" >>"$STATE_FILE"
     STARTED+=("$1")
+    STARTED_PIDS+=("$2")
+}
+
+# EXIT trap of `up`: when it fails, stop what this invocation started (and forget it).
+undo_failed_up() {
+    local rc=$? i
+    ((rc != 0 && ${#STARTED[@]} > 0)) || return 0
+    err "up failed; stopping the daemons it started: ${STARTED[*]}"
+    for ((i = ${#STARTED[@]} - 1; i >= 0; i--)); do
+        stop_pid "${STARTED[i]}" "${STARTED_PIDS[i]}" >&2 || true
+        sed -i "/^${STARTED[i]} ${STARTED_PIDS[i]}\$/d" "$STATE_FILE" || true
+    done
+    [[ -s $STATE_FILE ]] || rm -f "$STATE_FILE"
 }
 
 # wait_pidfile NAME FILE SECONDS: wait until FILE names a live NAME process; print its pid.
@@ -331,6 +351,8 @@ cmd_up() {
     ensure_packages
     write_config
     STARTED=()
+    STARTED_PIDS=()
+    trap undo_failed_up EXIT
     start_munge
     # -c: start from a clean state (no jobs or node states from an earlier run).
     start_daemon slurmctld "$CTLD_PID" slurmctld -c
@@ -339,11 +361,13 @@ cmd_up() {
     version=$(timeout -s KILL 10 sinfo -V 2>/dev/null) || version="slurm ?"
     log "up in $(secs_since "$t0") s: $version, node $NODE $CONF_SUMMARY," \
         "partitions debug (default) + gpu; started: ${STARTED[*]:-nothing}"
+    trap - EXIT
 }
 
 # stop_pid NAME PID: SIGTERM, wait up to 20 s, then SIGKILL.
 stop_pid() {
-    local name=$1 pid=$2 i
+    local name=$1 pid=$2 i t0
+    t0=$(now_ms)
     if ! pid_alive "$name" "$pid"; then
         log "$name (pid $pid) is not running"
         return 0
@@ -351,7 +375,7 @@ stop_pid() {
     kill -TERM "$pid" 2>/dev/null || true
     for ((i = 0; i < 100; i++)); do
         pid_alive "$name" "$pid" || {
-            log "stopped $name (pid $pid)"
+            log "stopped $name (pid $pid) in $(secs_since "$t0") s"
             return 0
         }
         sleep 0.2
@@ -418,7 +442,8 @@ cmd_status() {
         return 1
     fi
     ping=$(timeout -s KILL 10 scontrol ping 2>&1) || true
-    log "controller: ${ping:-no answer}"
+    ping=${ping:-no answer}
+    log "controller: ${ping%%$'\n'*}"
     if [[ $ping != *"is UP"* ]]; then
         return 1
     fi

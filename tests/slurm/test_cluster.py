@@ -46,10 +46,11 @@ class CountSteps(submitit.helpers.Checkpointable):
     run resumes where the interrupted one stopped.
     """
 
-    def __init__(self, progress_file: str, total: int, step_s: float) -> None:
+    def __init__(self, progress_file: str, total: int, step_s: float, rerun_step_s: float | None = None) -> None:
         self.progress_file = progress_file
         self.total = total
         self.step_s = step_s
+        self.rerun_step_s = step_s if rerun_step_s is None else rerun_step_s
         self.step = 0
         self.checkpoint_calls = 0
 
@@ -60,8 +61,9 @@ class CountSteps(submitit.helpers.Checkpointable):
     def __call__(self) -> dict:
         restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0"))
         self._log(f"start step={self.step} restarts={restarts} checkpoints={self.checkpoint_calls}")
+        step_s = self.rerun_step_s if restarts else self.step_s
         while self.step < self.total:
-            time.sleep(self.step_s)
+            time.sleep(step_s)
             self.step += 1
             self._log(f"step {self.step}")
         self._log("done")
@@ -89,6 +91,10 @@ def _job_field(job_id: str, field: str) -> str:
         if token.startswith(field + "="):
             return token.split("=", 1)[1]
     return ""
+
+
+def _read(path: Path) -> str:
+    return path.read_text() if path.exists() else ""
 
 
 def _wait_for(predicate, timeout_s: float, what: str, poll_s: float = 0.5) -> None:
@@ -176,9 +182,12 @@ def test_submitit_checkpoint_on_requeue_signal(slurm_cluster, job_env, tmp_path)
     progress = tmp_path / "progress.txt"
     executor = _executor(tmp_path / "submitit", timeout_min=3, slurm_partition="debug", name="ism-ci-ckpt")
     job = executor.submit(CountSteps(str(progress), total=30, step_s=0.2))
-    _wait_for(lambda: progress.exists() and "step 5\n" in progress.read_text(), 60, "the job to make progress")
-    assert _run(["scancel", "--signal=USR2", job.job_id]).returncode == 0
-    out = _result(job, timeout_s=120)
+    try:
+        _wait_for(lambda: "step 5\n" in _read(progress), 60, "the job to make progress")
+        assert _run(["scancel", "--signal=USR2", job.job_id]).returncode == 0
+        out = _result(job, timeout_s=120)
+    finally:
+        job.cancel(check=False)  # no-op once it completed
     log = progress.read_text()
     assert out["checkpoint_calls"] == 1, log
     assert out["restarts"] == 1, log
@@ -197,14 +206,19 @@ def test_plain_scontrol_requeue_restarts_from_scratch(slurm_cluster, job_env, tm
     restarts from its originally submitted state."""
     progress = tmp_path / "progress.txt"
     executor = _executor(tmp_path / "submitit", timeout_min=3, slurm_partition="debug", name="ism-ci-requeue")
-    job = executor.submit(CountSteps(str(progress), total=15, step_s=0.2))
-    _wait_for(lambda: progress.exists() and "step 5\n" in progress.read_text(), 60, "the job to make progress")
-    proc = _run(["scontrol", "requeue", job.job_id])
-    assert proc.returncode == 0, proc.stderr
-    out = _result(job, timeout_s=120)
+    # The first run must outlive KillWait (10 s) after the requeue, so that SLURM kills it.
+    job = executor.submit(CountSteps(str(progress), total=80, step_s=0.2, rerun_step_s=0.01))
+    try:
+        _wait_for(lambda: "step 5\n" in _read(progress), 60, "the job to make progress")
+        proc = _run(["scontrol", "requeue", job.job_id])
+        assert proc.returncode == 0, proc.stderr
+        out = _result(job, timeout_s=120)
+    finally:
+        job.cancel(check=False)
     log = progress.read_text()
     assert out["checkpoint_calls"] == 0, log
     assert out["restarts"] == 1, log
-    assert out["step"] == 15
+    assert out["step"] == 80
+    assert log.count("done\n") == 1, log  # the first run was killed before it finished
     starts = [line for line in log.splitlines() if line.startswith("start ")]
     assert starts == ["start step=0 restarts=0 checkpoints=0", "start step=0 restarts=1 checkpoints=0"], log

@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from sklearn.model_selection import train_test_split
 
 from ism.data.images import uint8_to_model
 from ism.data.toy import checkerboard, eight_gaussians
@@ -117,6 +116,8 @@ def _image_split(images: _LabelledImages, index: np.ndarray) -> Split:
 
 def _stratified_split(labels: np.ndarray, test_fraction: float, split_seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Train and test row indices; the same seed always gives the same split."""
+    from sklearn.model_selection import train_test_split  # imported here: sklearn costs ~2 s per job start
+
     try:
         train_idx, test_idx = train_test_split(
             np.arange(len(labels)), test_size=test_fraction, stratify=labels, random_state=split_seed

@@ -1,0 +1,120 @@
+"""The DAG of every shipped study (dry runs), config validation before any job, lint, and the schema file."""
+
+import json
+
+import pytest
+import yaml
+
+from ism.config import study_json_schema
+
+from .helpers import REPO, job_counts, snakemake, tiny_study, workflow_copy, write_study
+
+
+@pytest.fixture(scope="module")
+def flow(tmp_path_factory):
+    return workflow_copy(tmp_path_factory.mktemp("flow"))
+
+
+def test_default_study_dag(flow):
+    # 3 runs x 8 budgets; ism has one guidance scale (w = 0.5), so one file per budget too.
+    assert job_counts(flow, "-F") == {
+        "encode_shard": 1,
+        "encode": 1,
+        "fid_reference": 1,
+        "floor": 1,
+        "train": 3,
+        "sample": 24,
+        "evaluate": 24,
+        "report": 1,
+        "all": 1,
+    }
+
+
+def test_mnist_study_dag(flow):
+    counts = job_counts(flow, "-F", "--configfile", "config/mnist.yaml")
+    assert counts["train"] == 3 and counts["sample"] == 24 and counts["evaluate"] == 24
+
+
+def test_imagenet_study_dag_shards_encoding_and_sampling(flow):
+    counts = job_counts(flow, "-F", "--configfile", "config/imagenet256.yaml")
+    # 2 runs (sm, ism) x 8 budgets = 16 sample files, each from 10 shards; 64 encoding shards.
+    assert counts == {
+        "encode_shard": 64,
+        "encode": 1,
+        "fid_reference": 1,
+        "floor": 1,
+        "train": 2,
+        "sample_shard": 160,
+        "merge_samples": 16,
+        "evaluate": 16,
+        "report": 1,
+        "all": 1,
+    }
+
+
+def test_guidance_scales_multiply_the_sample_files(flow, tmp_path):
+    study = tiny_study(sample={"guidance": [0.0, 0.5, 1.0]})
+    copy = workflow_copy(tmp_path / "wf", study)
+    counts = job_counts(copy, "-F")
+    # fm: 2 budgets; ism: 2 budgets x 3 scales.
+    assert counts["sample"] == 2 + 6 and counts["evaluate"] == 8 and counts["train"] == 2
+
+
+@pytest.mark.parametrize(
+    ("patch", "key"),
+    [
+        ({"sample": {"budgets": [1, 3]}}, "sample.budgets"),
+        ({"train": {"lr": "fast"}}, "train.lr"),
+        ({"train": {"stepz": 10}}, "train.stepz"),
+        ({"pipeline": {"runs": ["fm", "nope"]}}, "pipeline.runs.1"),
+        ({"runs": {"fm": {"data": {"dataset": "mnist5k"}}}}, "runs.fm.data"),
+        ({"method": {"base_steps": 100}}, "method.base_steps"),
+        ({"launch": {"cluster": "kubernetes"}}, "launch.cluster"),
+    ],
+)
+def test_bad_config_stops_before_any_job_naming_the_key(tmp_path, patch, key):
+    copy = workflow_copy(tmp_path / "wf", tiny_study(**patch))
+    result = snakemake(copy, "-n", "-c1", check=False)
+    assert result.returncode != 0
+    error_lines = [line for line in (result.stdout + result.stderr).splitlines() if "config key" in line]
+    assert error_lines and f"'{key}'" in error_lines[0], result.stderr[-2000:]
+    assert not (copy / "results").exists() and not (copy / "data").exists()
+
+
+def test_lint_is_clean(flow):
+    result = snakemake(flow, "--lint", check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_schema_file_is_the_exported_schema():
+    on_disk = json.loads((REPO / "workflow" / "schemas" / "config.schema.json").read_text())
+    assert on_disk == json.loads(json.dumps(study_json_schema())), "run: ism schema --out workflow/schemas/..."
+
+
+def test_shipped_profiles_parse_and_the_installer_fills_partitions(tmp_path):
+    import subprocess
+    import sys
+
+    slurm = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
+    assert slurm["executor"] == "slurm" and "launch={cluster: slurm}" in slurm["config"]
+    subprocess.run(
+        [sys.executable, str(REPO / "profiles" / "install.py"), "--partition", "gpu", "--cpu-partition", "cpu",
+         "--account", "proj", "--dest", str(tmp_path / "slurm")],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    installed = yaml.safe_load((tmp_path / "slurm" / "config.yaml").read_text())
+    assert installed["default-resources"]["slurm_partition"] == "cpu"
+    assert installed["default-resources"]["slurm_account"] == "proj"
+    assert installed["set-resources"]["sample"]["slurm_partition"] == "gpu"
+
+
+def test_study_file_written_for_jobs_holds_the_validated_config(tmp_path):
+    study = tiny_study()
+    copy = workflow_copy(tmp_path / "wf", study)
+    job_counts(copy, "-F")
+    written = yaml.safe_load((copy / "work" / "config" / "tiny.yaml").read_text())
+    assert written == study
+    study["sample"]["seed"] = 5
+    write_study(copy, study)
+    job_counts(copy, "-F")
+    assert yaml.safe_load((copy / "work" / "config" / "tiny.yaml").read_text())["sample"]["seed"] == 5

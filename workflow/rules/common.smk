@@ -1,0 +1,138 @@
+# Helpers shared by the rules: config validation, the run x budget grid, and the rerun keys.
+import hashlib
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import yaml
+from snakemake.utils import validate
+
+from ism.config import ConfigError, pipeline_runs, resolve_run, validate_study
+from ism.train import training_identity
+
+# One line naming the key, before any job starts (the library's check, then the exported JSON Schema).
+try:
+    STUDY = validate_study(config)
+except ConfigError as err:
+    raise WorkflowError(f"config error: {err}") from None
+validate(config, schema="../schemas/config.schema.json", set_default=False)
+
+RUNS = pipeline_runs(STUDY)
+RUN_CONFIGS = {run: resolve_run(config, run) for run in RUNS}
+DATASET = STUDY.data.dataset
+LATENTS = f"data/latents/{DATASET}"
+ENCODE_SHARDS = STUDY.pipeline.encode_shards
+SAMPLE_SHARDS = STUDY.pipeline.sample_shards
+THREADS = STUDY.pipeline.threads
+# The `ism` of the environment running Snakemake, so rules work without an activated venv.
+ISM_BIN = shlex.quote(str(Path(sys.executable).parent / "ism"))
+ISM = f"{ISM_BIN} -q"
+
+# Every job reads the validated study (with any --config overrides) from this file; it is rewritten only
+# when its content changes. Rerun decisions come from the `params` keys below, not from this file's mtime.
+STUDY_FILE = f"work/config/{STUDY.study}.yaml"
+
+
+def _write_study_file():
+    text = yaml.safe_dump(dict(config), sort_keys=True)
+    path = Path(STUDY_FILE)
+    if not path.is_file() or path.read_text() != text:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+
+
+_write_study_file()
+
+
+def digest(payload):
+    """A short stable hash of a JSON-able value (Snakemake reruns a job when its params change)."""
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def training_key(wildcards):
+    """What determines the trained weights: changing it retrains, changing anything else does not."""
+    cfg = RUN_CONFIGS[wildcards.run]
+    # train.steps counts too: more steps retrain by resuming from the newest checkpoint in work/<run>/ckpt.
+    return digest([training_identity(cfg), cfg.train.steps])
+
+
+def sampling_key(wildcards):
+    """What determines a samples file besides its budget and w (which are in its name)."""
+    s = RUN_CONFIGS[wildcards.run].sample.model_dump(
+        mode="json", exclude={"budgets", "guidance"}
+    )
+    return digest([s, SAMPLE_SHARDS])
+
+
+def evaluation_key(wildcards=None):
+    return digest(
+        [STUDY.evaluate.model_dump(mode="json"), STUDY.data.model_dump(mode="json")]
+    )
+
+
+def data_key(wildcards=None):
+    return digest(STUDY.data.model_dump(mode="json"))
+
+
+def sample_names(run):
+    """steps<N> per budget, or steps<N>-w<w> per budget and guidance scale of an intrinsic-guidance run."""
+    cfg = RUN_CONFIGS[run]
+    scales = cfg.sample.guidance if cfg.method.guidance.intrinsic else [None]
+    return [
+        f"steps{n}" if w is None else f"steps{n}-w{w:g}"
+        for n in cfg.sample.budgets
+        for w in scales
+    ]
+
+
+def sample_arguments(wildcards):
+    steps, _, w = wildcards.name.removeprefix("steps").partition("-w")
+    return f"--steps {steps}" + (f" --guidance {w}" if w else "")
+
+
+LATENT_FILES = [
+    f"{LATENTS}/{name}" for name in ("train.npy", "labels.npy", "meta.json")
+]
+MODELS = [f"models/{run}/model.pt" for run in RUNS]
+
+
+def train_threads(wildcards):
+    """Cores the job takes on *this* machine: a local submitit job uses launch.cpus_per_task, a SLURM one none."""
+    launch = RUN_CONFIGS[wildcards.run].launch
+    return launch.cpus_per_task if launch.cluster != "slurm" else 1
+
+
+def encode_shard_files(suffix):
+    return [
+        f"{LATENTS}/shard-{i:05d}-of-{ENCODE_SHARDS:05d}.{suffix}"
+        for i in range(ENCODE_SHARDS)
+    ]
+
+
+def output_folder(wildcards, output):
+    """The folder of a rule's first output (the CLI writes several files there)."""
+    return str(Path(output[0]).parent)
+
+
+def latents_folder(wildcards, input):
+    return str(Path(input.latents[0]).parent)
+
+
+METRICS = [
+    f"results/{run}/metrics/{name}.json" for run in RUNS for name in sample_names(run)
+]
+REPORT = [
+    f"results/{name}"
+    for name in ("report.md", "metrics.json", "fid_vs_steps.png", "fid_vs_steps.csv")
+]
+
+
+wildcard_constraints:
+    run=r"[A-Za-z0-9_.-]+",
+    dataset=r"[A-Za-z0-9_.-]+",
+    shards=r"\d{5}",
+    name=r"steps\d+(-w[0-9.]+)?",
+    shard=r"\d+",

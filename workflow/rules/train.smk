@@ -1,0 +1,27 @@
+# Training goes through submitit (D1): this rule runs on the submit host, submits one job (local, slurm or
+# debug per launch.cluster), streams its log and waits; SLURM time limits and preemptions requeue and resume.
+
+
+localrules:
+    train,
+
+
+rule train:
+    input:
+        latents=LATENT_FILES,
+    output:
+        model="models/{run}/model.pt",
+    log:
+        "logs/train/{run}.log",
+    conda:
+        "../envs/ism.yaml"
+    threads: train_threads
+    resources:
+        submitit_jobs=1,
+    params:
+        ism_bin=ISM_BIN,
+        study=STUDY_FILE,
+        latents=latents_folder,
+        training=training_key,
+    shell:
+        "{params.ism_bin} launch --config {params.study:q} --run {wildcards.run} --latents {params.latents:q} --workdir work/{wildcards.run} --output {output.model:q} --live-dir models/{wildcards.run}/train_log > {log:q} 2>&1"
