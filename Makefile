@@ -50,8 +50,12 @@ test-fast: install
 test-slow: install
 	$(PYTEST) -m slow
 
-# What .ci/run calls: lint, the default suite, then the slow tier.
-test: lint test-fast test-slow
+# A real single-node SLURM cluster on localhost (tests/slurm/cluster.sh installs and starts it, then stops it).
+test-slurm: install
+	ISM_SLURM_REQUIRED=$${ISM_SLURM_REQUIRED:-1} $(PYTEST) -m slurm -rs tests/slurm
+
+# What .ci/run calls: lint, the default suite, the slow tier, then the SLURM tier.
+test: lint test-fast test-slow test-slurm
 
 clean:
 	rm -rf results models data/latents work logs .snakemake .pytest_cache

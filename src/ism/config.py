@@ -330,9 +330,13 @@ class LaunchConfig(_Strict):
         default_factory=dict, description="Extra sbatch flags, e.g. {qos: high, constraint: a100}."
     )
 
+    tasks: int | None = Field(
+        None, ge=1, description="Tasks (DDP processes) per node (None: one per GPU, or one without GPUs)."
+    )
+
     @property
     def tasks_per_node(self) -> int:
-        return max(1, self.gpus_per_node)
+        return self.tasks or max(1, self.gpus_per_node)
 
 
 class RunConfig(_Strict):

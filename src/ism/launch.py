@@ -16,6 +16,7 @@ Multi-GPU / multi-node: ``launch.nodes`` × ``launch.gpus_per_node`` tasks, one 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import signal
@@ -90,7 +91,16 @@ class TrainingJob:
             if distributed:
                 torch.distributed.destroy_process_group()
         log.info("training ended at step %d (resumed from %d)", result.step, result.resumed_from)
-        return {"step": result.step, "finished": result.finished, "resumed_from": result.resumed_from}
+        # Every task returns a digest of its weights: under DDP all tasks must hold the same model.
+        digest = hashlib.sha256(b"".join(p.detach().cpu().numpy().tobytes() for p in self._trainer.model.parameters()))
+        return {
+            "step": result.step,
+            "finished": result.finished,
+            "resumed_from": result.resumed_from,
+            "rank": self._trainer.rank,
+            "world_size": self._trainer.world_size,
+            "weights_sha256": digest.hexdigest(),
+        }
 
     def checkpoint(self, *args: Any, **kwargs: Any):
         """Called by submitit on USR2 (time limit or preemption): save, then resubmit a fresh instance."""

@@ -48,39 +48,38 @@ def test_second_run_does_nothing(finished):
     assert job_counts(folder) == {}
 
 
-def test_changed_sampling_setting_resamples_without_retraining(finished):
+def _counts_after(finished, section: str, key: str, value) -> dict[str, int]:
+    """The dry-run job counts after one config change (the study file is restored afterwards)."""
     folder, study = finished
     changed = json.loads(json.dumps(study))
-    changed["sample"]["seed"] = 1
+    target = changed
+    for part in section.split("."):
+        target = target[part]
+    target[key] = value
     write_study(folder, changed)
     try:
-        counts = job_counts(folder)
+        return job_counts(folder)
     finally:
         write_study(folder, study)
+
+
+def test_changed_sampling_setting_resamples_without_retraining(finished):
+    counts = _counts_after(finished, "sample", "seed", 1)
     assert "train" not in counts and counts["sample"] == 4 and counts["evaluate"] == 4
 
 
 def test_changed_training_setting_retrains(finished):
-    folder, study = finished
-    changed = json.loads(json.dumps(study))
-    changed["train"]["lr"] = 0.001
-    write_study(folder, changed)
-    try:
-        counts = job_counts(folder)
-    finally:
-        write_study(folder, study)
+    counts = _counts_after(finished, "train", "lr", 0.001)
     assert counts["train"] == 2 and counts["sample"] == 4 and "encode" not in counts
 
 
+def test_more_training_steps_retrain_by_resuming(finished):
+    counts = _counts_after(finished, "train", "steps", 9)
+    assert counts["train"] == 2
+
+
 def test_changed_run_retrains_only_that_run(finished):
-    folder, study = finished
-    changed = json.loads(json.dumps(study))
-    changed["runs"]["ism"]["method"]["wavelet"]["enabled"] = False
-    write_study(folder, changed)
-    try:
-        counts = job_counts(folder)
-    finally:
-        write_study(folder, study)
+    counts = _counts_after(finished, "runs.ism.method.wavelet", "enabled", False)
     assert counts["train"] == 1 and counts["sample"] == 2 and counts["evaluate"] == 2
 
 

@@ -1,0 +1,99 @@
+"""Training through submitit: in-process (debug) and as a subprocess (local), the step-boundary signal guard,
+the checkpoint-and-requeue callable, and DDP on two CPU processes (gloo)."""
+
+import os
+import signal
+
+import pytest
+import torch
+
+from ism.launch import LaunchError, TrainingJob, deferred_signal, launch, make_executor
+
+from .conftest import tiny_run
+
+
+def _cfg(tmp_path, *extra):
+    return tiny_run("sm", "train.steps=6", "launch.cpus_per_task=1", f"launch.folder={tmp_path / 'jobs'}", *extra)
+
+
+def test_deferred_signal_runs_the_handler_only_after_the_block():
+    seen = []
+    previous = signal.signal(signal.SIGUSR2, lambda *_: seen.append("handled"))
+    try:
+        with deferred_signal():
+            os.kill(os.getpid(), signal.SIGUSR2)
+            seen.append("block done")
+        assert seen == ["block done", "handled"]
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+
+
+def test_debug_launch_trains_and_matches_direct_training(tmp_path):
+    from ism.train import Trainer
+
+    cfg = _cfg(tmp_path, "launch.cluster=debug")
+    result = launch(TrainingJob(cfg, workdir=tmp_path / "w", output=tmp_path / "m.pt"))
+    assert result["finished"] and result["step"] == 6 and result["world_size"] == 1
+    Trainer(cfg, workdir=tmp_path / "w2", output=tmp_path / "m2.pt", progress=False).run()
+    a = torch.load(tmp_path / "m.pt", weights_only=True)["weights"]["online"]
+    b = torch.load(tmp_path / "m2.pt", weights_only=True)["weights"]["online"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_checkpoint_saves_the_finished_step_and_resubmits_a_fresh_job(tmp_path):
+    from ism.train import Trainer
+
+    cfg = _cfg(tmp_path)
+    job = TrainingJob(cfg, workdir=tmp_path / "w", output=tmp_path / "m.pt")
+    job._trainer = Trainer(cfg, workdir=tmp_path / "w", progress=False)
+    job._trainer.run(until_step=3)
+    delayed = job.checkpoint()
+    assert (tmp_path / "w" / "ckpt" / "ckpt-00000003.pt").is_file()
+    fresh = delayed.function
+    assert isinstance(fresh, TrainingJob) and fresh is not job and fresh._trainer is None
+    assert fresh.workdir == job.workdir and fresh.config == cfg
+
+
+def test_local_launch_streams_the_log_and_reports_failure(tmp_path, capsys):
+    cfg = _cfg(tmp_path, "launch.cluster=local")
+    result = launch(TrainingJob(cfg, workdir=tmp_path / "w", output=tmp_path / "m.pt"), poll_s=0.5)
+    assert result["finished"] and (tmp_path / "m.pt").is_file()
+    out = capsys.readouterr().out
+    assert "as local job" in out and "training ended at step 6" in out
+    # A job that fails (its data cannot be read) raises one error naming the job and its log.
+    bad = TrainingJob(cfg, workdir=tmp_path / "w3", output=tmp_path / "m3.pt", latents=tmp_path / "missing")
+    with pytest.raises(LaunchError, match=r"training job .* failed .*log: .*_log\.out"):
+        launch(bad, poll_s=0.5)
+
+
+def test_executor_gets_the_cluster_resources(tmp_path):
+    cfg = _cfg(
+        tmp_path,
+        "launch.cluster=local",
+        "launch.gpus_per_node=2",
+        "launch.timeout_min=7",
+        "launch.partition=gpu",
+    )
+    executor = make_executor(cfg.launch, cfg.name)
+    params = executor._executor.parameters
+    assert params["tasks_per_node"] == 2 and params["gpus_per_node"] == 2 and params["timeout_min"] == 7
+
+
+def test_launch_refuses_to_nest_inside_a_slurm_job(tmp_path, monkeypatch):
+    monkeypatch.setenv("SLURM_JOB_ID", "123")
+    cfg = _cfg(tmp_path, "launch.cluster=slurm")
+    with pytest.raises(LaunchError, match="inside SLURM job 123"):
+        launch(TrainingJob(cfg, workdir=tmp_path / "w", output=tmp_path / "m.pt"))
+
+
+def test_ddp_on_two_cpu_processes_keeps_the_replicas_identical(tmp_path):
+    import submitit
+
+    cfg = _cfg(tmp_path, "launch.cluster=local", "launch.tasks=2")
+    executor = make_executor(cfg.launch, cfg.name)
+    job = executor.submit(TrainingJob(cfg, workdir=tmp_path / "w", output=tmp_path / "m.pt"))
+    results = job.results()
+    assert isinstance(job, submitit.Job) and len(results) == 2
+    assert {r["rank"] for r in results} == {0, 1} and all(r["world_size"] == 2 for r in results)
+    assert results[0]["weights_sha256"] == results[1]["weights_sha256"], "gradients were averaged across ranks"
+    assert (tmp_path / "m.pt").is_file() and all(r["finished"] for r in results)
