@@ -94,3 +94,13 @@ def test_cli_evaluate_floor_and_bad_input(tmp_path):
         str(tmp_path / "m.json"),
     )
     assert missing.returncode == 2 and "none.npz" in missing.stderr and len(missing.stderr.strip().splitlines()) == 1
+
+
+def test_missing_inception_weights_name_the_file_and_where_to_get_it(tmp_path):
+    from ism.evaluate import INCEPTION_URL, resolve_extractor
+
+    missing = tmp_path / "weights-inception-2015-12-05-6726825d.pth"
+    with pytest.raises(FileNotFoundError) as err:
+        resolve_extractor("inception-v3-compat", dataset="imagefolder", classifier=None, inception_weights=missing)
+    assert str(missing) in str(err.value) and INCEPTION_URL in str(err.value)
+    assert "evaluate.inception_weights" in str(err.value) and "\n" not in str(err.value)

@@ -167,6 +167,16 @@ def make_executor(launch: LaunchConfig, name: str):
     return executor
 
 
+class _NoSacctNoise(logging.Filter):
+    """Without SLURM accounting submitit warns on every poll that sacct failed; its results still arrive."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Bypassing sacct error" not in record.getMessage()
+
+
+logging.getLogger("submitit").addFilter(_NoSacctNoise())
+
+
 class LaunchError(RuntimeError):
     """The training job failed; the message names the job and its log."""
 

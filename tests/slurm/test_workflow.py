@@ -89,7 +89,7 @@ def test_failing_job_stops_the_run_and_names_rule_and_log(cluster_study):
 
 
 def _train_config(tmp_path: Path, **launch):
-    study = tiny_study(train={"steps": 400, "checkpoint_every": 25, "log_every": 25})
+    study = tiny_study(train={"steps": 3000, "checkpoint_every": 250, "log_every": 500})
     folder = tmp_path / "cfg"
     folder.mkdir()
     (folder / "config").mkdir()
@@ -124,7 +124,7 @@ def test_time_limit_checkpoints_requeues_and_resumes_bitwise(slurm_cluster, tmp_
     cfg = _train_config(tmp_path, timeout_min=1, signal_delay_s=35, max_num_timeout=20)
     job = TrainingJob(cfg, workdir=tmp_path / "work", output=tmp_path / "model.pt")
     result = launch(job, stream=False)
-    assert result["finished"] and result["step"] == 400 and result["resumed_from"] > 0
+    assert result["finished"] and result["step"] == 3000 and result["resumed_from"] > 0
     log = next((tmp_path / "submitit").rglob("*_log.out")).read_text()
     print(log)  # the test's output shows the signal, the checkpoint step, the requeue and the resume step
     assert "Caught signal SIGUSR2" in log and "timed-out" in log
