@@ -115,6 +115,8 @@ def _parser() -> argparse.ArgumentParser:
         help="guidance scales w of an intrinsic-guidance (iSM) run, one file each (default: sample.guidance)",
     )
     sample.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    sample.add_argument("--config", help="study file whose 'sample' section applies (default: the model's own)")
+    sample.add_argument("--run", help="with --config: the run whose 'sample' section applies")
     sample.add_argument("--shard", type=int, default=0, help="shard I of --num-shards (a contiguous block of batches)")
     sample.add_argument("--num-shards", type=int, default=1, help="split each file into this many jobs (default 1)")
 
@@ -297,7 +299,14 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _sample(args: argparse.Namespace) -> None:
+    from ism.config import ConfigError, load_run
     from ism.sample import sample_to_files
+
+    settings = None
+    if args.config:
+        if not args.run:
+            raise ConfigError("--config needs --run: the run whose 'sample' section applies")
+        settings = load_run(args.config, args.run).sample
 
     written = sample_to_files(
         args.checkpoint,
@@ -313,6 +322,7 @@ def _sample(args: argparse.Namespace) -> None:
         progress=not args.quiet,
         shard=args.shard,
         num_shards=args.num_shards,
+        settings=settings,
     )
     for path in written:
         print(path)

@@ -270,15 +270,19 @@ def sample_to_files(
     progress: bool = True,
     shard: int = 0,
     num_shards: int = 1,
+    settings: Any = None,
 ) -> list[Path]:
     """Sample every budget (× every guidance scale w of an intrinsic-guidance run) and write
     ``<name>.npz`` and ``<name>.png`` into ``out_dir`` (names from :func:`sample_name`).
 
     With ``num_shards > 1`` only shard ``shard`` is generated, into ``<name>.shard-<i>-of-<S>.npz`` (no grid);
-    :func:`merge_sample_shards` joins them.
+    :func:`merge_sample_shards` joins them. ``settings`` (a SampleConfig, e.g. the study's current ``sample``
+    section) replaces the one stored in the model file, so sampling changes need no retraining.
     """
     dev = select_device(device)
-    trained = load_trained(model_path, weights=weights, device=dev)
+    trained = load_trained(model_path, weights=weights or (settings.weights if settings else None), device=dev)
+    if settings is not None:
+        trained.config = trained.config.model_copy(update={"sample": settings})
     cfg = trained.config
     too_fine = [n for n in budgets if not is_power_of_two(n) or n > cfg.method.base_steps]
     if too_fine:

@@ -19,10 +19,11 @@ if SAMPLE_SHARDS == 1:
             runtime=60,
         params:
             ism=ISM,
+            study=STUDY_FILE,
             sampling=sampling_key,
             arguments=sample_arguments,
         shell:
-            "{params.ism} sample --checkpoint {input.model:q} {params.arguments} --out-dir results/{wildcards.run}/samples > {log:q} 2>&1"
+            "{params.ism} sample --checkpoint {input.model:q} --config {params.study:q} --run {wildcards.run} {params.arguments} --out-dir results/{wildcards.run}/samples > {log:q} 2>&1"
 
 else:
 
@@ -41,13 +42,14 @@ else:
             runtime=60,
         params:
             ism=ISM,
+            study=STUDY_FILE,
             shards=SAMPLE_SHARDS,
             sampling=sampling_key,
             arguments=sample_arguments,
             shard=lambda wildcards: int(wildcards.shard),
             out_dir=output_folder,
         shell:
-            "{params.ism} sample --checkpoint {input.model:q} {params.arguments} --shard {params.shard} --num-shards {params.shards} --out-dir {params.out_dir:q} > {log:q} 2>&1"
+            "{params.ism} sample --checkpoint {input.model:q} --config {params.study:q} --run {wildcards.run} {params.arguments} --shard {params.shard} --num-shards {params.shards} --out-dir {params.out_dir:q} > {log:q} 2>&1"
 
     rule merge_samples:
         input:
