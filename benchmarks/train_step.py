@@ -39,7 +39,7 @@ VARIANTS = [
         "ism",
         "ism-no-guidance",
         "ism-no-interval",
-        "ism-no-wavelet",
+        "ism-wavelet",
         "ism-no-sot",
         "ism-no-twin-ema",
     )

@@ -123,7 +123,7 @@ def test_runs_inherit_from_other_runs():
 
 def test_ism_component_rules():
     with pytest.raises(ConfigError, match=r"'method\.wavelet\.enabled': the wavelet loss needs images"):
-        load_run(DEFAULT, "ism", ["data.dataset=checkerboard", "model.arch=mlp"])
+        load_run(DEFAULT, "ism-wavelet", ["data.dataset=checkerboard", "model.arch=mlp"])
     with pytest.raises(ConfigError, match=r"cannot be combined with method\.release_slicing"):
         load_run(DEFAULT, "ism", ["method.release_slicing=true"])
     with pytest.raises(ConfigError, match=r"'method\.wavelet\.name'.*not an orthogonal"):

@@ -18,12 +18,12 @@ def tiny_ism(run="ism", *extra):
 def test_ablation_runs_switch_off_exactly_one_component():
     ism = tiny_ism()
     m = ism.method
-    assert (m.guidance.intrinsic, m.guidance.interval, m.wavelet.enabled, m.transport.enabled) == (True,) * 4
+    assert (m.guidance.intrinsic, m.guidance.interval, m.wavelet.enabled, m.transport.enabled) == (True, True, False, True)
     assert (m.target_weights, ism.sample.weights) == ("target", "infer")
     changed = {
         "ism-no-guidance": "guidance.intrinsic",
         "ism-no-interval": "guidance.interval",
-        "ism-no-wavelet": "wavelet.enabled",
+        "ism-wavelet": "wavelet.enabled",
         "ism-no-sot": "transport.enabled",
         "ism-no-twin-ema": "target_weights",
     }

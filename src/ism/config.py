@@ -176,6 +176,11 @@ class TransportConfig(_Strict):
 
     enabled: bool = Field(False, description="Switch: re-pair noise and data by pooled optimal transport.")
     pool_batches: int = Field(32, ge=1, description="K: batches per OT pool (1 = plain minibatch OT).")
+    class_wise: bool = Field(
+        False,
+        description="ASSUMPTION switch: solve the assignment within each class, so the noise stays independent "
+        "of the label as at sampling (class-agnostic OT leaks the class into the noise).",
+    )
     prefetch: Literal["auto", "thread", "sync"] = Field(
         "auto",
         description="Solve the next pool in a background thread ('thread'), inline ('sync'), or 'auto': a thread "

@@ -157,6 +157,7 @@ class Trainer:
                 ot.pool_batches,
                 t.seed,
                 prefetch=ot.prefetch == "thread" or (ot.prefetch == "auto" and self.device.type == "cuda"),
+                labels=self.data.train.labels if ot.class_wise else None,
             )
             if ot.enabled
             else None

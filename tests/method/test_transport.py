@@ -85,3 +85,38 @@ def test_prefetch_gives_the_same_pairing_as_the_synchronous_path_and_resumes():
         resumed.close()
     finally:
         ahead.close()
+
+
+def _class_from_noise(noise: torch.Tensor, labels: torch.Tensor, images: torch.Tensor) -> float:
+    """Accuracy of a nearest-class-mean rule that guesses each row's label from its paired noise alone."""
+    means = torch.stack([images[labels == c].flatten(1).mean(0) for c in range(10)])
+    guess = torch.cdist(noise.flatten(1), means).argmin(1)
+    return float((guess == labels).double().mean())
+
+
+def test_class_wise_ot_pairs_within_classes_and_keeps_noise_independent_of_the_label():
+    from ism.data import load_dataset
+
+    data = load_dataset("digits")
+    images, labels = data.train.images, data.train.labels
+    schedule = BatchSchedule(len(labels), 64, seed=0)
+    pooled = PooledPairing(images, schedule, 8, seed=0, prefetch=False)
+    class_wise = PooledPairing(images, schedule, 8, seed=0, prefetch=False, labels=labels)
+    random_noise = torch.randn(512, *images.shape[1:], generator=torch.Generator().manual_seed(0))
+    idx, noise_global = pooled.solve_pool(0)
+    idx_cw, noise_cw = class_wise.solve_pool(0)
+    assert torch.equal(idx, idx_cw), "the data order is the same"
+    # Every noise vector of the pool is used once, and class-wise it stays with an image of its own class.
+    _, raw, _, classes = class_wise._prepare(0)
+    origin = torch.cdist(noise_cw.flatten(1), raw.flatten(1)).argmin(1).numpy()
+    assert sorted(origin.tolist()) == list(range(512))
+    assert (classes[origin] == labels[idx].numpy()).all()
+    # Cost: global OT <= class-wise OT < random pairing.
+    x1 = images[idx]
+    costs = [pairing_cost(n, x1) for n in (noise_global, noise_cw, raw)]
+    assert costs[0] <= costs[1] < costs[2]
+    # Class-agnostic OT leaks the label into the noise; class-wise OT does not (chance is about 0.1).
+    y = labels[idx]
+    assert _class_from_noise(noise_global, y, x1) > 0.3
+    assert _class_from_noise(noise_cw, y, x1) < 0.2
+    assert _class_from_noise(random_noise, y, x1) < 0.2
