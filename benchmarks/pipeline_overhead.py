@@ -39,7 +39,8 @@ def demo_run(folder: Path) -> tuple[float, int]:
     """(wall seconds, jobs) of the newest Snakemake log in ``folder`` that ran jobs."""
     for log in sorted((folder / ".snakemake" / "log").glob("*.snakemake.log"), reverse=True):
         text = log.read_text()
-        stamps = [datetime.strptime(m.group(1), "%a %b %d %H:%M:%S %Y") for m in map(_STAMP.match, text.splitlines()) if m]
+        matches = [m for m in map(_STAMP.match, text.splitlines()) if m]
+        stamps = [datetime.strptime(m.group(1), "%a %b %d %H:%M:%S %Y") for m in matches]
         jobs = len(re.findall(r"^Finished jobid", text, re.M))
         if jobs > 1 and stamps:
             return (stamps[-1] - stamps[0]).total_seconds(), jobs
@@ -53,7 +54,8 @@ def main() -> None:
     demo = args.demo_dir.resolve()
     wall, jobs = demo_run(demo)
 
-    dry_imagenet = timed([str(BIN / "snakemake"), "-n", "-c1", "--quiet", "--configfile", "config/imagenet256.yaml"], demo)
+    imagenet = ["-n", "-c1", "--quiet", "--configfile", "config/imagenet256.yaml"]
+    dry_imagenet = timed([str(BIN / "snakemake"), *imagenet], demo)
     noop_snakemake = timed([str(BIN / "snakemake"), "--profile", "profiles/local"], demo)
     startup = min(timed([sys.executable, "-c", "import ism.study, ism.sample, ism.launch"], demo) for _ in range(3))
 

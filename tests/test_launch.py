@@ -9,7 +9,7 @@ import torch
 
 from ism.launch import LaunchError, TrainingJob, deferred_signal, launch, make_executor
 
-from .conftest import tiny_run
+from .conftest import REPO, tiny_run
 
 
 def _cfg(tmp_path, *extra):
@@ -97,3 +97,33 @@ def test_ddp_on_two_cpu_processes_keeps_the_replicas_identical(tmp_path):
     assert {r["rank"] for r in results} == {0, 1} and all(r["world_size"] == 2 for r in results)
     assert results[0]["weights_sha256"] == results[1]["weights_sha256"], "gradients were averaged across ranks"
     assert (tmp_path / "m.pt").is_file() and all(r["finished"] for r in results)
+
+
+def test_interrupted_launch_cancels_its_local_job(tmp_path):
+    """SIGTERM to `ism launch` (what Snakemake sends its jobs on Ctrl-C) leaves no training process behind."""
+    import subprocess
+    import sys
+    import time
+
+    from ism.launch import _descendants
+
+    command = [sys.executable, "-m", "ism.cli", "launch", "--config", str(REPO / "config" / "config.yaml")]
+    command += ["--run", "fm", "--set", "train.steps=1000000", "--set", "launch.cpus_per_task=1"]
+    with subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
+        assert "submitted run 'fm' as local job" in proc.stdout.readline()
+        deadline = time.monotonic() + 60
+        while len(_descendants(proc.pid)) < 2 and time.monotonic() < deadline:  # controller + training task
+            time.sleep(0.2)
+        tree = _descendants(proc.pid)
+        assert len(tree) >= 2
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        out = proc.stdout.read()
+    assert "cancelling job" in out
+    time.sleep(1)
+    assert not [pid for pid in tree if os.path.exists(f"/proc/{pid}") and _alive(pid)]
+
+
+def _alive(pid: int) -> bool:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0] != "Z"

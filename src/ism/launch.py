@@ -212,9 +212,44 @@ def launch(job: TrainingJob, *, poll_s: float = 2.0, stream: bool = True) -> dic
     except KeyboardInterrupt:
         print(f"interrupted: cancelling job {submitted.job_id}", file=sys.stderr, flush=True)
         submitted.cancel(check=False)
+        if cfg.launch.cluster == "local":
+            _stop_local(submitted)
         raise
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _stop_local(submitted: Any, grace_s: float = 3.0) -> None:
+    """Make sure a cancelled local job is gone: submitit cancels with SIGINT, which a controller started from a
+    background shell ignores (SIG_IGN is inherited), and its training task ignores SIGTERM; kill what is left."""
+    controller = getattr(submitted, "_process", None)
+    if controller is None:
+        return
+    try:
+        controller.wait(timeout=grace_s)
+        return
+    except Exception:  # still running
+        pass
+    for pid in [*_descendants(controller.pid), controller.pid]:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(Exception):
+        controller.wait(timeout=grace_s)
+
+
+def _descendants(pid: int) -> list[int]:
+    """Child processes of ``pid``, recursively, from /proc (Linux; empty elsewhere)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, queue = [], [pid]
+    while queue:
+        for child in children.get(queue.pop(), []):
+            found.append(child)
+            queue.append(child)
+    return found
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:
