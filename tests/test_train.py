@@ -110,5 +110,5 @@ def test_dvclive_writes_training_curves_without_touching_dvc(tmp_path):
 def test_target_network_follows_config(tmp_path):
     online = Trainer(tiny_run("sm", "method.target_weights=online"), workdir=tmp_path / "a", progress=False)
     assert online.target_network() is online.model
-    ema = Trainer(tiny_run("sm"), workdir=tmp_path / "b", progress=False)
+    ema = Trainer(tiny_run("sm", "method.target_weights=target"), workdir=tmp_path / "b", progress=False)
     assert ema.target_network() is ema.emas["target"].model

@@ -16,15 +16,15 @@ def flow(tmp_path_factory):
 
 
 def test_default_study_dag(flow):
-    # 3 runs x 8 budgets; ism has one guidance scale (w = 0.5), so one file per budget too.
+    # fm and sm: 8 budgets each; ism: 8 budgets x 2 guidance scales (w = 0.5 and 1).
     assert job_counts(flow, "-F") == {
         "encode_shard": 1,
         "encode": 1,
         "fid_reference": 1,
         "floor": 1,
         "train": 3,
-        "sample": 24,
-        "evaluate": 24,
+        "sample": 32,
+        "evaluate": 32,
         "report": 1,
         "all": 1,
     }
@@ -32,7 +32,7 @@ def test_default_study_dag(flow):
 
 def test_mnist_study_dag(flow):
     counts = job_counts(flow, "-F", "--configfile", "config/mnist.yaml")
-    assert counts["train"] == 3 and counts["sample"] == 24 and counts["evaluate"] == 24
+    assert counts["train"] == 3 and counts["sample"] == 24 and counts["evaluate"] == 24  # mnist: one w
 
 
 def test_imagenet_study_dag_shards_encoding_and_sampling(flow):
@@ -53,7 +53,8 @@ def test_imagenet_study_dag_shards_encoding_and_sampling(flow):
 
 
 def test_guidance_scales_multiply_the_sample_files(flow, tmp_path):
-    study = tiny_study(sample={"guidance": [0.0, 0.5, 1.0]})
+    study = tiny_study()
+    study["runs"]["ism"]["sample"]["guidance"] = [0.0, 0.5, 1.0]
     copy = workflow_copy(tmp_path / "wf", study)
     counts = job_counts(copy, "-F")
     # fm: 2 budgets; ism: 2 budgets x 3 scales.
