@@ -74,6 +74,10 @@ class TrainingJob:
         from ism.train import Trainer
 
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        # Block the checkpoint signal before any helper thread exists: threads inherit the mask, so SLURM's
+        # process-directed USR2 can only reach the main thread, and only between steps (deferred_signal).
+        if threading.current_thread() is threading.main_thread():
+            signal.pthread_sigmask(signal.SIG_BLOCK, {CHECKPOINT_SIGNAL})
         distributed = _join_process_group()
         torch.set_num_threads(self.config.launch.cpus_per_task)
         self._trainer = Trainer(
