@@ -79,7 +79,7 @@ def test_more_training_steps_retrain_by_resuming(finished):
 
 
 def test_changed_run_retrains_only_that_run(finished):
-    counts = _counts_after(finished, "runs.ism.method.wavelet", "enabled", False)
+    counts = _counts_after(finished, "runs.ism.method.wavelet", "enabled", True)  # off in the study
     assert counts["train"] == 1 and counts["sample"] == 2 and counts["evaluate"] == 2
 
 
