@@ -104,3 +104,30 @@ def test_missing_inception_weights_name_the_file_and_where_to_get_it(tmp_path):
         resolve_extractor("inception-v3-compat", dataset="imagefolder", classifier=None, inception_weights=missing)
     assert str(missing) in str(err.value) and INCEPTION_URL in str(err.value)
     assert "evaluate.inception_weights" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_cached_reference_gives_the_same_metrics_without_loading_the_data(tmp_path, monkeypatch):
+    from ism import study
+
+    config = tmp_path / "study.yaml"
+    raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    raw["evaluate"]["floor_images"] = 200
+    config.write_text(yaml.safe_dump(raw))
+    reference = tmp_path / "reference"
+    study.reference(config, reference)
+    uncached = study.floor(config, tmp_path / "uncached.json", None)
+    # Scoring against the cache must not need the real data (each evaluate job would pay ~1 s to load it) …
+    held_out = study.real_images(study.base_run(raw, study.validate_study(raw)), "test")[0][:200]
+
+    def no_data(cfg, side):
+        raise AssertionError(f"the {side} split was loaded although the reference is cached")
+
+    monkeypatch.setattr(study, "real_images", no_data)
+    cached = study._score(config, held_out, {}, tmp_path / "cached.json", reference)
+    for key in ("fid", "kid", "precision", "recall", "n_reference"):
+        assert cached[key] == pytest.approx(uncached[key], rel=1e-9), key
+    # … and a cache whose feature files are gone is noticed and the data loaded again, not half-used.
+    for path in reference.glob("*.pt"):
+        path.unlink()
+    with pytest.raises(AssertionError, match="train split was loaded"):
+        study._score(config, held_out, {}, tmp_path / "again.json", reference)

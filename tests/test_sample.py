@@ -101,3 +101,16 @@ def test_loading_errors_name_the_file(trained_model, tmp_path):
     (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match=r"garbage\.pt"):
         load_trained(tmp_path / "garbage.pt")
+
+
+def test_tile_images_places_each_image_in_row_major_order_with_white_padding():
+    from ism.sample import tile_images
+
+    images = np.arange(3 * 2 * 2, dtype=np.uint8).reshape(3, 1, 2, 2)  # three 2x2 gray images
+    grid = tile_images(images, columns=2)
+    assert grid.shape == (2 * 3 + 1, 2 * 3 + 1, 1)
+    assert (grid[0] == 255).all() and (grid[:, 0] == 255).all()  # the 1-px border
+    np.testing.assert_array_equal(grid[1:3, 1:3, 0], images[0, 0])
+    np.testing.assert_array_equal(grid[1:3, 4:6, 0], images[1, 0])
+    np.testing.assert_array_equal(grid[4:6, 1:3, 0], images[2, 0])
+    assert (grid[4:6, 4:6] == 255).all()  # no fourth image: left blank

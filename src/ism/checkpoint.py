@@ -16,6 +16,8 @@ import torch
 
 log = logging.getLogger(__name__)
 
+# The final model file written by training and read by sampling (resumable ckpt-*.pt files are another format).
+MODEL_FORMAT = "ism-model-v1"
 _CKPT_NAME = re.compile(r"^ckpt-(\d{8})\.pt$")
 
 

@@ -338,8 +338,8 @@ def main(argv: list[str] | None = None) -> int:
     from ism.config import ConfigError
     from ism.data import DataError
     from ism.data.encode import EncodeError
+    from ism.errors import NonFiniteLossError
     from ism.launch import LaunchError
-    from ism.train import NonFiniteLossError
 
     try:
         commands = {

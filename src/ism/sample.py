@@ -21,10 +21,11 @@ import torch
 from torch import nn
 
 from ism.atomic import write_bytes
-from ism.checkpoint import CheckpointError, safe_load
+from ism.checkpoint import MODEL_FORMAT, CheckpointError, safe_load
 from ism.config import ConfigError, RunConfig, is_power_of_two, run_config_from_json
 from ism.data import model_to_uint8
 from ism.method.shortcut import guided
+from ism.models import build_network
 from ism.runtime import seeded_generator, select_device
 
 
@@ -41,8 +42,6 @@ class TrainedModel:
 
 def load_trained(path: str | Path, weights: str | None = None, device: str | torch.device = "cpu") -> TrainedModel:
     """Rebuild a network from a final model file and load the requested weights (default: the config's)."""
-    from ism.train import MODEL_FORMAT, build_network  # avoid importing the trainer for pure sampling helpers
-
     state = safe_load(path, map_location="cpu")
     if state.get("format") != MODEL_FORMAT:
         raise CheckpointError(
@@ -198,6 +197,18 @@ def save_samples(path: str | Path, samples: torch.Tensor, labels: torch.Tensor, 
     return path
 
 
+def tile_images(images: np.ndarray, columns: int, padding: int = 1, pad_value: int = 255) -> np.ndarray:
+    """uint8 (N, C, H, W) images as one (rows·(H+p)+p, columns·(W+p)+p, C) picture, ``padding`` px apart."""
+    n, c, h, w = images.shape
+    columns = max(1, min(columns, n))
+    rows = -(-n // columns)
+    grid = np.full((rows * (h + padding) + padding, columns * (w + padding) + padding, c), pad_value, np.uint8)
+    for i, image in enumerate(images):
+        top, left = padding + (i // columns) * (h + padding), padding + (i % columns) * (w + padding)
+        grid[top : top + h, left : left + w] = image.transpose(1, 2, 0)
+    return grid
+
+
 def save_grid(
     path: str | Path,
     samples: torch.Tensor,
@@ -211,12 +222,9 @@ def save_grid(
     buffer = io.BytesIO()
     if samples.dim() == 4:
         from PIL import Image
-        from torchvision.utils import make_grid
 
-        grid = make_grid(model_to_uint8(samples[:max_images]), nrow=columns, padding=1, pad_value=255)
-        picture = Image.fromarray(
-            grid.permute(1, 2, 0).squeeze(-1).numpy() if grid.shape[0] == 1 else grid.permute(1, 2, 0).numpy()
-        )
+        grid = tile_images(model_to_uint8(samples[:max_images]).numpy(), columns)
+        picture = Image.fromarray(grid.squeeze(-1) if grid.shape[-1] == 1 else grid)
         side = samples.shape[-1]
         scale = scale or max(1, 64 // side)
         picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)

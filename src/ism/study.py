@@ -170,14 +170,36 @@ def _score(config: str | Path, images: torch.Tensor, meta: dict, out: str | Path
     study, raw = load_study(config)
     extractor = _extractor(study)
     cache: dict[str, Any] = {}
+    ref = None
     if reference_dir is not None:
         info = _read_reference(reference_dir, extractor)
         cache = {"cache_root": reference_dir, "cache_name": info["cache_name"]}
-    ref = _as_dataset(_reference(base_run(raw, study), study))
+        if _cached_features(reference_dir, info):
+            ref = _CachedReference(info["n"], reference_dir)  # loading the real data would cost each job ~1 s
+    if ref is None:
+        ref = _as_dataset(_reference(base_run(raw, study), study))
     metrics = image_metrics(images, ref, extractor, batch_size=study.evaluate.batch_size, **cache)
     metrics |= {"sample_meta": meta, "dataset": study.data.dataset}
     write_json(out, metrics)
     return metrics
+
+
+class _CachedReference(torch.utils.data.Dataset):
+    """The reference's size only: torch-fidelity reads its features from the cache and never indexes it."""
+
+    def __init__(self, n: int, folder: str | Path):
+        self.n, self.folder = n, folder
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        raise RuntimeError(f"the FID reference cache in '{self.folder}' is incomplete: rerun 'ism fid-reference'")
+
+
+def _cached_features(folder: str | Path, info: dict[str, Any]) -> bool:
+    """Whether torch-fidelity's cache in ``folder`` holds the reference's features (written by 'ism fid-reference')."""
+    return any(Path(folder).glob(f"{info['cache_name']}-{info['extractor']}-*.pt"))
 
 
 def _read_reference(folder: str | Path, extractor: Extractor) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from ism import __version__
 from ism.checkpoint import (
+    MODEL_FORMAT,
     CheckpointError,
     atomic_save,
     checkpoint_path,
@@ -31,21 +32,17 @@ from ism.checkpoint import (
 )
 from ism.config import RunConfig, run_config_from_json
 from ism.data import BatchSchedule, Dataset, Split, load_dataset
+from ism.errors import NonFiniteLossError
 from ism.method.ema import EMA
 from ism.method.shortcut import ShortcutObjective
 from ism.method.transport import PooledPairing
-from ism.models import build_model
+from ism.models import build_network
 from ism.runtime import autocast, seeded_generator, select_device
 
 log = logging.getLogger(__name__)
 
-MODEL_FORMAT = "ism-model-v1"
 # Keys that may change between a checkpoint and its resumption without changing what is trained.
 _RESUMABLE_CHANGES = {"steps", "checkpoint_every", "keep_checkpoints", "log_every", "device"}
-
-
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or inf; the last good checkpoint is left in place."""
 
 
 @dataclass(frozen=True)
@@ -86,16 +83,6 @@ def load_encoded(folder: str | Path) -> tuple[Dataset, dict[str, Any]]:
         class_names=tuple(meta["class_names"]),
     )
     return data, meta
-
-
-def build_network(cfg: RunConfig, sample_shape: tuple[int, ...], num_classes: int) -> torch.nn.Module:
-    return build_model(
-        cfg.model.arch,
-        sample_shape=tuple(sample_shape),
-        num_classes=num_classes,
-        **cfg.model.network_kwargs(level_embedding=cfg.method.uses_levels),
-        guidance_embedding=cfg.method.guidance.intrinsic,
-    )
 
 
 def training_identity(cfg: RunConfig) -> dict[str, Any]:

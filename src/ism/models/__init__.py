@@ -6,11 +6,11 @@ from typing import Any
 
 from torch import nn
 
-from ism.config import DIT_PRESETS
+from ism.config import DIT_PRESETS, RunConfig
 from ism.models.dit import DiT
 from ism.models.mlp import MLPBackbone
 
-__all__ = ["DIT_PRESETS", "DiT", "MLPBackbone", "build_model", "count_parameters"]
+__all__ = ["DIT_PRESETS", "DiT", "MLPBackbone", "build_model", "build_network", "count_parameters"]
 
 _DIT_KEYS = {
     "patch_size",
@@ -54,3 +54,14 @@ def _check_keys(arch: str, kwargs: dict[str, Any], allowed: set[str]) -> None:
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def build_network(cfg: RunConfig, sample_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """The backbone a run's config describes (what training builds and sampling rebuilds from a model file)."""
+    return build_model(
+        cfg.model.arch,
+        sample_shape=tuple(sample_shape),
+        num_classes=num_classes,
+        **cfg.model.network_kwargs(level_embedding=cfg.method.uses_levels),
+        guidance_embedding=cfg.method.guidance.intrinsic,
+    )
