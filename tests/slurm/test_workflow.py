@@ -3,9 +3,7 @@ limit and a `scontrol requeue` bit for bit, and a failing job that stops the run
 
 from __future__ import annotations
 
-import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -88,47 +86,6 @@ def test_failing_job_stops_the_run_and_names_rule_and_log(cluster_study):
     assert "Error in rule evaluate" in text and "logs/evaluate/sm/steps2.log" in text
     assert len(re.findall(r"rule evaluate:", text)) >= 2, "--retries 1: the job ran twice"
     assert not metrics.exists(), "no output of the failed job is left behind"
-
-
-def _cancel_jobs_started_in(folder: Path) -> None:
-    """scancel this study's leftover SLURM jobs (by their working directory), never anyone else's."""
-    listing = subprocess.run(["squeue", "-h", "-o", "%i %Z"], capture_output=True, text=True, timeout=30).stdout
-    ids = [line.split()[0] for line in listing.splitlines() if line.split()[1:] and Path(line.split()[1]) == folder]
-    if ids:
-        subprocess.run(["scancel", *ids], timeout=30, check=False)
-
-
-def test_killed_run_leaves_its_job_incomplete_and_the_profile_reruns_it(cluster_study):
-    """Snakemake killed hard mid-job (no clean-up possible) leaves an incomplete marker; with the profile's
-    `rerun-incomplete: true` the next call reruns exactly that job and finishes the study."""
-    folder, _, config_home = cluster_study
-    samples = folder / "results" / "sm" / "samples" / "steps1.npz"
-    assert samples.is_file(), "needs the finished study of the first test"
-    for name in ("steps1", "steps2"):  # steps2.npz: the corrupt file the failure test left
-        for suffix in (".npz", ".png"):
-            (samples.parent / f"{name}{suffix}").unlink(missing_ok=True)
-    incomplete = folder / ".snakemake" / "incomplete"
-    with open(folder / "killed-run.log", "w") as log:
-        run = subprocess.Popen(
-            [str(Path(sys.executable).parent / "snakemake"), "--profile", "slurm"],
-            cwd=folder, env=_slurm_env(config_home), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-        deadline = time.monotonic() + 180
-        while not (incomplete.is_dir() and any(incomplete.iterdir())) and time.monotonic() < deadline:
-            assert run.poll() is None, (folder / "killed-run.log").read_text()[-3000:]
-            time.sleep(0.2)
-        os.killpg(run.pid, signal.SIGKILL)
-        run.wait(timeout=30)
-    _cancel_jobs_started_in(folder)
-    assert any(incomplete.iterdir()), "the killed job's output is marked incomplete"
-    dry = _snakemake_slurm(folder, config_home, "-n")
-    assert re.search(
-        r"reason: Incomplete output files: [^\n]*results/sm/samples/steps[12]\.npz", dry.stdout + dry.stderr
-    )
-    _snakemake_slurm(folder, config_home)
-    assert samples.is_file() and (samples.parent / "steps2.npz").is_file() and not any(incomplete.iterdir())
-    again = _snakemake_slurm(folder, config_home, "-n")
-    assert "Nothing to be done" in again.stdout + again.stderr
 
 
 def _train_config(tmp_path: Path, **launch):
