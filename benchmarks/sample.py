@@ -14,8 +14,9 @@ import torch
 
 from _common import interleaved_ms
 from ism.config import load_run
+from ism.models import build_network
 from ism.sample import euler_sample
-from ism.train import build_network, load_data
+from ism.train import load_data
 
 
 def main() -> None:
