@@ -3,6 +3,7 @@ the checkpoint-and-requeue callable, and DDP on two CPU processes (gloo)."""
 
 import os
 import signal
+import threading
 
 import pytest
 import torch
@@ -21,7 +22,9 @@ def test_deferred_signal_runs_the_handler_only_after_the_block():
     previous = signal.signal(signal.SIGUSR2, lambda *_: seen.append("handled"))
     try:
         with deferred_signal():
-            os.kill(os.getpid(), signal.SIGUSR2)
+            # Thread-directed: earlier tests leave torch helper threads whose masks do not block USR2, and a
+            # process-directed kill may land on one of them (TrainingJob blocks it before such threads exist).
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR2)
             seen.append("block done")
         assert seen == ["block done", "handled"]
     finally:
