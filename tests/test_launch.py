@@ -4,11 +4,12 @@ the checkpoint-and-requeue callable, and DDP on two CPU processes (gloo)."""
 import os
 import signal
 import threading
+import time
 
 import pytest
 import torch
 
-from ism.launch import LaunchError, TrainingJob, deferred_signal, launch, make_executor
+from ism.launch import LaunchError, StepBoundarySignal, TrainingJob, launch, make_executor
 
 from .conftest import REPO, tiny_run
 
@@ -17,18 +18,45 @@ def _cfg(tmp_path, *extra):
     return tiny_run("sm", "train.steps=6", "launch.cpus_per_task=1", f"launch.folder={tmp_path / 'jobs'}", *extra)
 
 
-def test_deferred_signal_runs_the_handler_only_after_the_block():
-    seen = []
+def _signal_inside_guard(deliver) -> list[str]:
+    """What happens to a USR2 that ``deliver`` sends while a guarded step runs: the handler's calls, in order."""
+    seen: list[str] = []
     previous = signal.signal(signal.SIGUSR2, lambda *_: seen.append("handled"))
+    boundary = StepBoundarySignal()
+    boundary.install()
     try:
-        with deferred_signal():
-            # Thread-directed: earlier tests leave torch helper threads whose masks do not block USR2, and a
-            # process-directed kill may land on one of them (TrainingJob blocks it before such threads exist).
-            signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR2)
-            seen.append("block done")
-        assert seen == ["block done", "handled"]
+        with boundary.guard():
+            deliver()
+            deadline = time.monotonic() + 10
+            while not boundary.pending and time.monotonic() < deadline:  # CPython runs handlers between bytecodes
+                time.sleep(0.001)
+            seen.append("noted" if boundary.pending else "not noted")
+        seen.append("block done")
+        boundary.uninstall()
+        assert signal.getsignal(signal.SIGUSR2) is not boundary._handle, "uninstall restores the replaced handler"
+        return seen
     finally:
+        boundary.uninstall()
         signal.signal(signal.SIGUSR2, previous)
+
+
+def test_checkpoint_signal_to_the_main_thread_is_handled_after_the_step():
+    seen = _signal_inside_guard(lambda: signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR2))
+    assert seen == ["noted", "handled", "block done"]
+
+
+def test_checkpoint_signal_landing_on_a_helper_thread_is_handled_after_the_step():
+    """A process-directed signal may reach any thread that does not block it (torch starts some on import);
+    CPython still runs the handler in the main thread, at once: it must wait for the step's end all the same."""
+    stop = threading.Event()
+    helper = threading.Thread(target=stop.wait)
+    helper.start()
+    try:
+        seen = _signal_inside_guard(lambda: signal.pthread_kill(helper.ident, signal.SIGUSR2))
+    finally:
+        stop.set()
+        helper.join()
+    assert seen == ["noted", "handled", "block done"]
 
 
 def test_debug_launch_trains_and_matches_direct_training(tmp_path):

@@ -5,9 +5,9 @@ streams its log, waits, and cancels the job if it is itself interrupted (Ctrl-C,
 
 :class:`TrainingJob` is the submitted callable. Before a time limit or on preemption SLURM sends USR2; submitit
 then calls :meth:`TrainingJob.checkpoint`, which writes a checkpoint of the *last finished step* and returns a
-fresh callable that resumes from it after the requeue. The signal is held back (``pthread_sigmask``) while a step
-runs, so a checkpoint never captures a half-applied optimizer step; the resumed run is bitwise identical to an
-uninterrupted one on the CPU (every draw is seeded by (seed, step), see :mod:`ism.train`).
+fresh callable that resumes from it after the requeue. The handler is held back while a step runs
+(:class:`StepBoundarySignal`), so a checkpoint never captures a half-applied optimizer step; the resumed run is
+bitwise identical to an uninterrupted one on the CPU (every draw is seeded by (seed, step), see :mod:`ism.train`).
 
 Multi-GPU / multi-node: ``launch.nodes`` × ``launch.gpus_per_node`` tasks, one per GPU; each task exports the
 ``torch.distributed`` environment with submitit's ``TorchDistributedEnvironment`` and joins the process group.
@@ -34,17 +34,53 @@ log = logging.getLogger(__name__)
 CHECKPOINT_SIGNAL = signal.SIGUSR2
 
 
-@contextlib.contextmanager
-def deferred_signal(signum: int = CHECKPOINT_SIGNAL):
-    """Hold ``signum`` back while the block runs; a signal that arrived meanwhile is handled at its end."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signum})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signum})
+class StepBoundarySignal:
+    """Runs the handler of ``signum`` (submitit's checkpoint-and-requeue) only between the blocks of :meth:`guard`.
+
+    Masking the signal in the main thread is not enough: the kernel hands a process-directed signal to any thread
+    that does not block it (torch starts helper threads on import), and CPython then runs the Python handler in
+    the main thread at its next bytecode, mid-step. So the handler installed here only notes a signal that
+    arrives inside a block, and the block's end calls the handler it replaced.
+    """
+
+    def __init__(self, signum: int = CHECKPOINT_SIGNAL):
+        self.signum = signum
+        self.pending = False
+        self._inside = False
+        self._replaced: Any = None
+
+    def install(self) -> None:
+        self._replaced = signal.signal(self.signum, self._handle)  # only the main thread may install handlers
+
+    def uninstall(self) -> None:
+        if self._replaced is not None:
+            signal.signal(self.signum, self._replaced)
+            self._replaced = None
+
+    @contextlib.contextmanager
+    def guard(self):
+        self._inside = True
+        try:
+            yield
+        finally:
+            self._inside = False
+            if self.pending:
+                self.pending = False
+                self._forward()
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self._inside:
+            self.pending = True
+        else:
+            self._forward()
+
+    def _forward(self) -> None:
+        replaced = self._replaced
+        if callable(replaced):
+            replaced(self.signum, None)
+        elif replaced == signal.SIG_DFL:  # no handler before ours: the signal's default action (terminate)
+            self.uninstall()
+            signal.raise_signal(self.signum)
 
 
 class TrainingJob:
@@ -74,12 +110,9 @@ class TrainingJob:
         from ism.train import Trainer
 
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        # Block the checkpoint signal before any helper thread exists: threads inherit the mask, so SLURM's
-        # process-directed USR2 can only reach the main thread, and only between steps (deferred_signal).
-        if threading.current_thread() is threading.main_thread():
-            signal.pthread_sigmask(signal.SIG_BLOCK, {CHECKPOINT_SIGNAL})
         distributed = _join_process_group()
         torch.set_num_threads(self.config.launch.cpus_per_task)
+        boundary = StepBoundarySignal()
         self._trainer = Trainer(
             self.config,
             workdir=self.workdir,
@@ -87,11 +120,14 @@ class TrainingJob:
             live_dir=self.live_dir,
             latents=self.latents,
             progress=False,
-            step_guard=deferred_signal,
+            step_guard=boundary.guard,
         )
+        if threading.current_thread() is threading.main_thread():  # handlers install there only (debug jobs)
+            boundary.install()
         try:
             result = self._trainer.run(until_step=self.until_step)
         finally:
+            boundary.uninstall()
             if distributed:
                 torch.distributed.destroy_process_group()
         log.info("training ended at step %d (resumed from %d)", result.step, result.resumed_from)
