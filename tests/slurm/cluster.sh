@@ -200,12 +200,16 @@ DefMemPerCPU=$def_mem
 AuthInfo=cred_expire=20
 # Silences "Configured MailProg is invalid" (no mail in CI).
 MailProg=/bin/true
-# Preempted jobs get their --signal (submitit: USR2) first.
+# Real preemption: a job in partition urgent (higher PriorityTier) requeues the debug/gpu jobs in its way.
+# They get their --signal (submitit: USR2) at once and GraceTime seconds to checkpoint before SLURM kills them.
+PreemptType=preempt/partition_prio
+PreemptMode=REQUEUE
 SlurmctldParameters=preempt_send_user_signal
 GresTypes=gpu
 NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$real Gres=gpu:2 State=UNKNOWN
-PartitionName=debug Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
-PartitionName=gpu Nodes=$NODE MaxTime=INFINITE State=UP
+PartitionName=debug Nodes=$NODE Default=YES MaxTime=INFINITE State=UP PriorityTier=1 GraceTime=60
+PartitionName=gpu Nodes=$NODE MaxTime=INFINITE State=UP PriorityTier=1 GraceTime=60
+PartitionName=urgent Nodes=$NODE MaxTime=INFINITE State=UP PriorityTier=2 PreemptMode=OFF
 EOF
     write_if_changed "$GRES_CONF" <<EOF
 $MARKER: two fake GPUs (files, not devices).
@@ -360,7 +364,7 @@ cmd_up() {
     wait_idle
     version=$(timeout -s KILL 10 sinfo -V 2>/dev/null) || version="slurm ?"
     log "up in $(secs_since "$t0") s: $version, node $NODE $CONF_SUMMARY," \
-        "partitions debug (default) + gpu; started: ${STARTED[*]:-nothing}"
+        "partitions debug (default), gpu, urgent (preempts); started: ${STARTED[*]:-nothing}"
     trap - EXIT
 }
 
@@ -405,6 +409,17 @@ cancel_jobs() {
     done
 }
 
+# A config naming a controller that no longer runs makes every `scontrol` call wait ~9 s for it, and Snakemake's
+# slurm plugin runs `scontrol show config` on import, i.e. in every snakemake call: put back what was there.
+retire_config() { # retire_config FILE
+    [[ -f $1 ]] && grep -qF "$MARKER" "$1" || return 0
+    if [[ -f $1.ism-backup ]]; then
+        mv -f "$1.ism-backup" "$1"
+    else
+        rm -f "$1"
+    fi
+}
+
 cmd_down() {
     local t0 names=() pids=() name pid i rc=0
     t0=$(now_ms)
@@ -430,6 +445,10 @@ cmd_down() {
     for ((i = ${#names[@]} - 1; i >= 0; i--)); do
         stop_pid "${names[i]}" "${pids[i]}" || rc=1
     done
+    if [[ " ${names[*]} " == *" slurmctld "* ]]; then
+        retire_config "$CONF"
+        retire_config "$GRES_CONF"
+    fi
     rm -f "$STATE_FILE"
     log "down in $(secs_since "$t0") s"
     return "$rc"

@@ -3,7 +3,9 @@ limit and a `scontrol requeue` bit for bit, and a failing job that stops the run
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -13,7 +15,7 @@ import pytest
 import torch
 
 from ism.config import load_run
-from ism.launch import TrainingJob, launch
+from ism.launch import TrainingJob, launch, make_executor
 from ism.train import Trainer
 
 from ..workflow.helpers import REPO, env, tiny_study, workflow_copy, write_study
@@ -88,6 +90,93 @@ def test_failing_job_stops_the_run_and_names_rule_and_log(cluster_study):
     assert not metrics.exists(), "no output of the failed job is left behind"
 
 
+def _study_jobs(folder: Path) -> list[str]:
+    """This study's SLURM jobs still queued or running (by their working directory), never anyone else's."""
+    listing = subprocess.run(["squeue", "-h", "-o", "%i %Z"], capture_output=True, text=True, timeout=30).stdout
+    return [line.split()[0] for line in listing.splitlines() if line.split()[1:] and Path(line.split()[1]) == folder]
+
+
+def _incomplete_markers(folder: Path) -> list[Path]:
+    return [p for p in (folder / ".snakemake" / "incomplete").rglob("*") if p.is_file()]
+
+
+def _wait(condition, what: str, timeout_s: float = 180, every_s: float = 0.2) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(every_s)
+
+
+def test_crashed_run_is_unlocked_and_rerun_incomplete_redoes_its_jobs(cluster_study, tmp_path):
+    """The login node dies (snakemake SIGKILLed) with jobs in the queue, and they are lost with it: the working
+    directory stays locked and the submitted jobs' outputs stay marked incomplete. `--unlock` frees it; then
+    without `--rerun-incomplete` Snakemake refuses the half-written output, and with the slurm profile (which
+    sets it) it reruns exactly that job and finishes the study.
+
+    ism's own writes are atomic (temporary name, then rename), so a job killed mid-write leaves no file; the
+    truncated file written here stands for what a non-atomic writer would leave."""
+    folder, _, config_home = cluster_study
+    samples = folder / "results" / "sm" / "samples"
+    assert (samples / "steps1.npz").is_file(), "needs the finished study of the first test"
+    targets = [f"results/sm/samples/steps{budget}.npz" for budget in (1, 2)]
+    for target in targets:  # steps2.npz: the corrupt file the failure test left
+        (folder / target).unlink()
+        (folder / target).with_suffix(".png").unlink(missing_ok=True)
+    # Hold the whole node so the submitted jobs stay pending: the crash then happens with them in the queue.
+    blocker = subprocess.run(
+        ["sbatch", "--parsable", "--partition=debug", "--cpus-per-task=2", "--mem=500", f"--chdir={tmp_path}",
+         "--job-name=ism-node-holder", "--wrap=sleep 600"],
+        capture_output=True, text=True, timeout=30, check=True,
+    ).stdout.strip()  # fmt: skip
+    log_path = folder / "crashed-run.log"
+    try:
+        _wait(lambda: "RUNNING" in _job_state(blocker), "the node-holding job to start")
+        with open(log_path, "w") as log:
+            run = subprocess.Popen(
+                # Missing intermediate files alone do not make a finished study rerun: ask for them as targets.
+                [str(Path(sys.executable).parent / "snakemake"), "--profile", "slurm", *targets],
+                cwd=folder, env=_slurm_env(config_home), stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+            try:
+                _wait(lambda: len(_incomplete_markers(folder)) >= 2 or run.poll() is not None, "job submission")
+                assert run.poll() is None, log_path.read_text()[-3000:]
+                assert len(_study_jobs(folder)) >= 1, "the sampling jobs are in the queue"
+            finally:
+                os.killpg(run.pid, signal.SIGKILL)
+                run.wait(timeout=30)
+        subprocess.run(["scancel", *_study_jobs(folder)], timeout=30, check=True)  # lost with the crash
+        _wait(lambda: not _study_jobs(folder), "the lost jobs to leave the queue", every_s=1)
+    finally:
+        subprocess.run(["scancel", blocker], timeout=30, check=False)
+    assert len(_incomplete_markers(folder)) >= 2
+    (folder / targets[0]).write_bytes(b"PK\x03\x04 truncated")
+
+    locked = _snakemake_slurm(folder, config_home, check=False)
+    assert locked.returncode != 0 and "--unlock" in locked.stdout + locked.stderr
+    _snakemake_slurm(folder, config_home, "--unlock")
+    plain = subprocess.run(
+        [str(Path(sys.executable).parent / "snakemake"), "-n", "-c1"],
+        cwd=folder, env=env(), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert plain.returncode != 0 and targets[0] in plain.stdout + plain.stderr, (plain.stdout + plain.stderr)[-3000:]
+    assert "--rerun-incomplete" in plain.stdout + plain.stderr
+    dry = _snakemake_slurm(folder, config_home, "-n")
+    planned = dry.stdout + dry.stderr
+    # The profile's rerun-incomplete forces exactly the jobs whose outputs were left incomplete.
+    assert re.search(r"^sample\s+2$", planned, re.M) and re.search(r"forced:\s+sample\b", planned), planned[-3000:]
+    _snakemake_slurm(folder, config_home)
+    assert all((folder / target).stat().st_size > 100 for target in targets) and not _incomplete_markers(folder)
+    again = _snakemake_slurm(folder, config_home, "-n")
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def _job_state(job_id: str) -> str:
+    """The job's state, finished ones included (MinJobAge keeps them listed for 10 minutes)."""
+    command = ["squeue", "-h", "--states=all", "-j", job_id, "-o", "%T"]
+    return subprocess.run(command, capture_output=True, text=True, timeout=30).stdout
+
+
 def _train_config(tmp_path: Path, **launch):
     study = tiny_study(train={"steps": 3000, "checkpoint_every": 250, "log_every": 500})
     folder = tmp_path / "cfg"
@@ -107,10 +196,13 @@ def _train_config(tmp_path: Path, **launch):
     return load_run(folder / "config" / "config.yaml", "sm", overrides)
 
 
-def _uninterrupted(cfg, tmp_path: Path) -> dict[str, torch.Tensor]:
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> dict[str, torch.Tensor]:
+    """The final weights of the tests' training run without interruption (launch settings do not change them)."""
+    folder = tmp_path_factory.mktemp("uninterrupted")
     torch.set_num_threads(1)  # the job's thread count: the same reduction order, hence bitwise equal weights
-    Trainer(cfg, workdir=tmp_path / "plain", output=tmp_path / "plain.pt", progress=False).run()
-    return torch.load(tmp_path / "plain.pt", weights_only=True)["weights"]
+    Trainer(_train_config(folder), workdir=folder / "work", output=folder / "model.pt", progress=False).run()
+    return torch.load(folder / "model.pt", weights_only=True)["weights"]
 
 
 def _assert_same_weights(a: dict, b: dict) -> None:
@@ -119,8 +211,8 @@ def _assert_same_weights(a: dict, b: dict) -> None:
             assert torch.equal(a[copy][key], b[copy][key]), (copy, key)
 
 
-def test_time_limit_checkpoints_requeues_and_resumes_bitwise(slurm_cluster, tmp_path):
-    # A 1-minute limit with USR2 25 s before it: each slice trains ~20 s, the run needs several slices.
+def test_time_limit_checkpoints_requeues_and_resumes_bitwise(slurm_cluster, tmp_path, uninterrupted):
+    # A 1-minute limit with USR2 35 s before it: each slice trains ~20 s, the run needs several slices.
     cfg = _train_config(tmp_path, timeout_min=1, signal_delay_s=35, max_num_timeout=20)
     job = TrainingJob(cfg, workdir=tmp_path / "work", output=tmp_path / "model.pt")
     result = launch(job, stream=False)
@@ -132,24 +224,53 @@ def test_time_limit_checkpoints_requeues_and_resumes_bitwise(slurm_cluster, tmp_
     resumed = [int(s) for s in re.findall(r"resumed from .* \(step (\d+)\)", log)]
     assert saved and resumed and resumed[0] == saved[0], (saved, resumed)
     assert "Requeued job" in log or "requeue" in log.lower()
-    _assert_same_weights(torch.load(tmp_path / "model.pt", weights_only=True)["weights"], _uninterrupted(cfg, tmp_path))
+    _assert_same_weights(torch.load(tmp_path / "model.pt", weights_only=True)["weights"], uninterrupted)
 
 
-def test_scontrol_requeue_restarts_from_the_newest_checkpoint_bitwise(slurm_cluster, tmp_path):
-    import submitit
-
-    cfg = _train_config(tmp_path, timeout_min=10)
-    from ism.launch import make_executor
-
-    executor = make_executor(cfg.launch, cfg.name)
-    job = executor.submit(TrainingJob(cfg, workdir=tmp_path / "work", output=tmp_path / "model.pt"))
+def _submit_until_first_checkpoint(cfg, tmp_path: Path):
+    """Submit the training job through submitit and return it once it has written a periodic checkpoint."""
+    job = make_executor(cfg.launch, cfg.name).submit(
+        TrainingJob(cfg, workdir=tmp_path / "work", output=tmp_path / "model.pt")
+    )
     ckpt = tmp_path / "work" / "ckpt"
-    deadline = time.monotonic() + 240
-    while not list(ckpt.glob("ckpt-*.pt")) and time.monotonic() < deadline:
-        time.sleep(1)
-    assert list(ckpt.glob("ckpt-*.pt")), "training never reached its first checkpoint"
+    _wait(lambda: list(ckpt.glob("ckpt-*.pt")), "the training job's first checkpoint", timeout_s=240, every_s=1)
+    return job
+
+
+def test_scontrol_requeue_restarts_from_the_newest_checkpoint_bitwise(slurm_cluster, tmp_path, uninterrupted):
+    cfg = _train_config(tmp_path, timeout_min=10)
+    job = _submit_until_first_checkpoint(cfg, tmp_path)
     subprocess.run(["scontrol", "requeue", job.job_id], check=True, timeout=30)
     result = job.result()
     assert result["finished"] and result["resumed_from"] > 0
-    assert isinstance(job, submitit.Job)
-    _assert_same_weights(torch.load(tmp_path / "model.pt", weights_only=True)["weights"], _uninterrupted(cfg, tmp_path))
+    # A plain requeue sends SIGTERM (submitit ignores it), then SIGKILL: checkpoint() is never called, and the
+    # job resumes from its newest periodic checkpoint (every 250 steps).
+    log = next((tmp_path / "submitit").rglob("*_log.out")).read_text()
+    assert "signal received" not in log and result["resumed_from"] % 250 == 0, log[-3000:]
+    _assert_same_weights(torch.load(tmp_path / "model.pt", weights_only=True)["weights"], uninterrupted)
+
+
+def test_preemption_by_a_higher_priority_job_checkpoints_requeues_and_resumes_bitwise(
+    slurm_cluster, tmp_path, uninterrupted
+):
+    """A job in the higher-priority partition `urgent` asks for every core: SLURM preempts the training job,
+    which gets USR2 at once (preempt_send_user_signal), writes a checkpoint of its last finished step and is
+    requeued by submitit; it resumes from that step once the urgent job is done."""
+    # submitit calls a USR2 "timed-out" once 80% of the limit (or all but 10 minutes of it) is used: 30 minutes.
+    cfg = _train_config(tmp_path, timeout_min=30, partition="debug")
+    job = _submit_until_first_checkpoint(cfg, tmp_path)
+    urgent = subprocess.run(
+        ["sbatch", "--parsable", "--partition=urgent", f"--cpus-per-task={os.cpu_count()}", "--mem=500",
+         f"--chdir={tmp_path}", "--job-name=ism-urgent", "--wrap=sleep 5"],
+        capture_output=True, text=True, timeout=30, check=True,
+    ).stdout.strip()  # fmt: skip
+    result = job.result()
+    assert result["finished"] and result["step"] == 3000 and result["resumed_from"] > 0
+    log = next((tmp_path / "submitit").rglob("*_log.out")).read_text()
+    print(log)  # the signal, the checkpoint step, the requeue and the resume step
+    assert "Caught signal SIGUSR2" in log and "this job is preempted" in log, log[-3000:]
+    saved = [int(s) for s in re.findall(r"checkpoint of step (\d+) written", log)]
+    resumed = [int(s) for s in re.findall(r"resumed from .* \(step (\d+)\)", log)]
+    assert saved and resumed == saved[:1], (saved, resumed)
+    assert "COMPLETED" in _job_state(urgent), "the urgent job ran"
+    _assert_same_weights(torch.load(tmp_path / "model.pt", weights_only=True)["weights"], uninterrupted)
