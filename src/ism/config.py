@@ -506,6 +506,18 @@ def validate_study(raw: dict[str, Any]) -> StudyConfig:
     return study
 
 
+# Keys that may change between a checkpoint and its resumption without changing what is trained.
+RESUMABLE_TRAIN_KEYS = frozenset({"steps", "checkpoint_every", "keep_checkpoints", "log_every", "device"})
+
+
+def training_identity(cfg: RunConfig) -> dict[str, Any]:
+    """The parts of a config that determine the trained weights step by step (a resumed checkpoint must match;
+    the workflow retrains when they change). Here, not in ism.train, so the Snakefile need not import torch."""
+    dump = cfg.model_dump(mode="json", exclude={"name", "sample", "launch"})
+    dump["train"] = {k: v for k, v in dump["train"].items() if k not in RESUMABLE_TRAIN_KEYS}
+    return dump
+
+
 def pipeline_runs(study: StudyConfig) -> list[str]:
     """The runs the DAG trains, samples and evaluates, in table order."""
     return list(study.pipeline.runs or study.runs)

@@ -30,7 +30,7 @@ from ism.checkpoint import (
     newest_valid_checkpoint,
     prune_checkpoints,
 )
-from ism.config import RunConfig, run_config_from_json
+from ism.config import RunConfig, run_config_from_json, training_identity
 from ism.data import BatchSchedule, Dataset, Split, load_dataset
 from ism.errors import NonFiniteLossError
 from ism.method.ema import EMA
@@ -40,9 +40,6 @@ from ism.models import build_network
 from ism.runtime import autocast, seeded_generator, select_device
 
 log = logging.getLogger(__name__)
-
-# Keys that may change between a checkpoint and its resumption without changing what is trained.
-_RESUMABLE_CHANGES = {"steps", "checkpoint_every", "keep_checkpoints", "log_every", "device"}
 
 
 @dataclass(frozen=True)
@@ -83,13 +80,6 @@ def load_encoded(folder: str | Path) -> tuple[Dataset, dict[str, Any]]:
         class_names=tuple(meta["class_names"]),
     )
     return data, meta
-
-
-def training_identity(cfg: RunConfig) -> dict[str, Any]:
-    """The parts of a config that determine the trained weights step by step."""
-    dump = cfg.model_dump(mode="json", exclude={"name", "sample", "launch"})
-    dump["train"] = {k: v for k, v in dump["train"].items() if k not in _RESUMABLE_CHANGES}
-    return dump
 
 
 class Trainer:

@@ -8,8 +8,13 @@ from pathlib import Path
 import yaml
 from snakemake.utils import validate
 
-from ism.config import ConfigError, pipeline_runs, resolve_run, validate_study
-from ism.train import training_identity
+from ism.config import (
+    ConfigError,
+    pipeline_runs,
+    resolve_run,
+    training_identity,
+    validate_study,
+)
 
 # One line naming the key, before any job starts (the library's check, then the exported JSON Schema).
 try:
