@@ -33,6 +33,16 @@ def test_report_table_metrics_and_plot(tmp_path):
     assert stored["runs"]["sm"]["4"]["fid"] == 20.0 and stored["floor"]["fid"] == 3.3
     assert (tmp_path / "out" / "fid_vs_steps.png").read_bytes()[:4] == b"\x89PNG"
     assert "ism-classifier-digits-abc" in (tmp_path / "out" / "report.md").read_text()
+    # The plot data for `dvc plots show`: one line per sampled (row, budget), nothing for budgets not sampled.
+    assert (tmp_path / "out" / "fid_vs_steps.csv").read_text().splitlines() == [
+        "steps,run,fid",
+        "1,fm,100.0000",
+        "4,fm,30.0000",
+        "1,sm,50.0000",
+        "4,sm,20.0000",
+        "1,ism (w=0.5),40.0000",
+        "1,ism (w=2),45.0000",
+    ]
 
 
 def test_missing_run_is_named(tmp_path):

@@ -49,12 +49,11 @@ def markdown_table(rows: dict[str, dict[int, dict[str, Any]]], floor: dict[str, 
 
 
 def fid_csv(rows: dict[str, dict[int, dict[str, Any]]]) -> str:
-    """Wide table ``steps,<row>,<row>…`` of FID (what ``dvc plots show`` draws; empty cells where not sampled)."""
-    budgets = sorted({n for metrics in rows.values() for n in metrics})
-    lines = [",".join(["steps", *rows])]
-    for n in budgets:
-        cells = [f"{rows[label][n]['fid']:.4f}" if n in rows[label] else "" for label in rows]
-        lines.append(",".join([str(n), *cells]))
+    """Long table ``steps,run,fid``, one line per sampled (row, budget): what ``dvc plots show`` draws, one line
+    per run (workflow/plots/fid_by_run.json colours by ``run``), whichever runs a study has."""
+    lines = ["steps,run,fid"]
+    for label, metrics in rows.items():
+        lines += [f"{n},{label},{metrics[n]['fid']:.4f}" for n in sorted(metrics)]  # run names hold no commas
     return "\n".join(lines) + "\n"
 
 
