@@ -3,7 +3,9 @@
     python benchmarks/sample.py [--config config/config.yaml] [--num-images 450]
 
 The 1-step sampler runs one forward per image plus the Euler update; its time over a bare forward of the same
-model on the same inputs is the sampler's overhead (the limit is 1.0; the aim is at most 1.05).
+model on the same inputs is the sampler's overhead (the limit is 1.0; the aim is at most 1.05). Then the cost of
+the same images' forwards split into batches of each size in --batch-sizes at --batch-threads threads (a study's
+sample job runs one thread), relative to one batch of all of them: what `sample.batch_size` should be.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ def main() -> None:
     parser.add_argument("--num-images", type=int, default=450)
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch-sizes", type=int, nargs="*", default=[25, 50, 75, 90, 150, 225])
+    parser.add_argument("--batch-threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -67,6 +71,23 @@ def main() -> None:
             warmup=1,
         )["run"]
         print(f"{steps:6d}  {run_ms:8.1f}  {n / (run_ms * 1e-3):8.0f}")
+
+    torch.set_num_threads(args.batch_threads)
+
+    def in_batches(size: int):
+        def forwards():
+            with torch.inference_mode():
+                for start in range(0, n, size):
+                    rows = slice(start, start + size)
+                    network(noise[rows], t0[rows], k0[rows], labels[rows])
+
+        return forwards
+
+    sizes = [n, *(size for size in args.batch_sizes if size < n)]
+    ms = interleaved_ms({size: in_batches(size) for size in sizes}, max(3, args.repeats // 4))
+    print(f"batch size  ms per {n} images  ratio to one batch of {n}  ({args.batch_threads} thread(s))")
+    for size in sizes:
+        print(f"{size:10d}  {ms[size]:8.1f}  {ms[size] / ms[n]:6.3f}")
 
 
 if __name__ == "__main__":
