@@ -124,8 +124,8 @@ def test_crashed_run_is_unlocked_and_rerun_incomplete_redoes_its_jobs(cluster_st
         (folder / target).with_suffix(".png").unlink(missing_ok=True)
     # Hold the whole node so the submitted jobs stay pending: the crash then happens with them in the queue.
     blocker = subprocess.run(
-        ["sbatch", "--parsable", "--partition=debug", "--cpus-per-task=2", "--mem=500", f"--chdir={tmp_path}",
-         "--job-name=ism-node-holder", "--wrap=sleep 600"],
+        ["sbatch", "--parsable", "--partition=debug", f"--cpus-per-task={os.cpu_count()}", "--mem=500",
+         f"--chdir={tmp_path}", "--job-name=ism-node-holder", "--wrap=sleep 600"],
         capture_output=True, text=True, timeout=30, check=True,
     ).stdout.strip()  # fmt: skip
     log_path = folder / "crashed-run.log"
@@ -205,6 +205,18 @@ def uninterrupted(tmp_path_factory) -> dict[str, torch.Tensor]:
     return torch.load(folder / "model.pt", weights_only=True)["weights"]
 
 
+def _job_log(tmp_path: Path) -> str:
+    """The submitit log of the training job (every slice appends to it)."""
+    return next((tmp_path / "submitit").rglob("*_log.out")).read_text()
+
+
+def _checkpoint_steps(log: str) -> tuple[list[int], list[int]]:
+    """(steps checkpointed on a signal, steps resumed from) in a training job's log."""
+    saved = [int(s) for s in re.findall(r"checkpoint of step (\d+) written", log)]
+    resumed = [int(s) for s in re.findall(r"resumed from .* \(step (\d+)\)", log)]
+    return saved, resumed
+
+
 def _assert_same_weights(a: dict, b: dict) -> None:
     for copy in a:
         for key in a[copy]:
@@ -217,11 +229,10 @@ def test_time_limit_checkpoints_requeues_and_resumes_bitwise(slurm_cluster, tmp_
     job = TrainingJob(cfg, workdir=tmp_path / "work", output=tmp_path / "model.pt")
     result = launch(job, stream=False)
     assert result["finished"] and result["step"] == 3000 and result["resumed_from"] > 0
-    log = next((tmp_path / "submitit").rglob("*_log.out")).read_text()
+    log = _job_log(tmp_path)
     print(log)  # the test's output shows the signal, the checkpoint step, the requeue and the resume step
     assert "Caught signal SIGUSR2" in log and "timed-out" in log
-    saved = [int(s) for s in re.findall(r"checkpoint of step (\d+) written", log)]
-    resumed = [int(s) for s in re.findall(r"resumed from .* \(step (\d+)\)", log)]
+    saved, resumed = _checkpoint_steps(log)
     assert saved and resumed and resumed[0] == saved[0], (saved, resumed)
     assert "Requeued job" in log or "requeue" in log.lower()
     _assert_same_weights(torch.load(tmp_path / "model.pt", weights_only=True)["weights"], uninterrupted)
@@ -245,7 +256,7 @@ def test_scontrol_requeue_restarts_from_the_newest_checkpoint_bitwise(slurm_clus
     assert result["finished"] and result["resumed_from"] > 0
     # A plain requeue sends SIGTERM (submitit ignores it), then SIGKILL: checkpoint() is never called, and the
     # job resumes from its newest periodic checkpoint (every 250 steps).
-    log = next((tmp_path / "submitit").rglob("*_log.out")).read_text()
+    log = _job_log(tmp_path)
     assert "signal received" not in log and result["resumed_from"] % 250 == 0, log[-3000:]
     _assert_same_weights(torch.load(tmp_path / "model.pt", weights_only=True)["weights"], uninterrupted)
 
@@ -266,11 +277,10 @@ def test_preemption_by_a_higher_priority_job_checkpoints_requeues_and_resumes_bi
     ).stdout.strip()  # fmt: skip
     result = job.result()
     assert result["finished"] and result["step"] == 3000 and result["resumed_from"] > 0
-    log = next((tmp_path / "submitit").rglob("*_log.out")).read_text()
+    log = _job_log(tmp_path)
     print(log)  # the signal, the checkpoint step, the requeue and the resume step
     assert "Caught signal SIGUSR2" in log and "this job is preempted" in log, log[-3000:]
-    saved = [int(s) for s in re.findall(r"checkpoint of step (\d+) written", log)]
-    resumed = [int(s) for s in re.findall(r"resumed from .* \(step (\d+)\)", log)]
+    saved, resumed = _checkpoint_steps(log)
     assert saved and resumed == saved[:1], (saved, resumed)
     assert "COMPLETED" in _job_state(urgent), "the urgent job ran"
     _assert_same_weights(torch.load(tmp_path / "model.pt", weights_only=True)["weights"], uninterrupted)
