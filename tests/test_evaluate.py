@@ -123,11 +123,11 @@ def test_cached_reference_gives_the_same_metrics_without_loading_the_data(tmp_pa
         raise AssertionError(f"the {side} split was loaded although the reference is cached")
 
     monkeypatch.setattr(study, "real_images", no_data)
-    cached = study._score(config, held_out, {}, tmp_path / "cached.json", reference)
+    cached = study._score(config, held_out, {}, tmp_path / "cached.json", reference, "the floor's images")
     for key in ("fid", "kid", "precision", "recall", "n_reference"):
         assert cached[key] == pytest.approx(uncached[key], rel=1e-9), key
-    # … and a cache whose feature files are gone is noticed and the data loaded again, not half-used.
-    for path in reference.glob("*.pt"):
-        path.unlink()
-    with pytest.raises(AssertionError, match="train split was loaded"):
-        study._score(config, held_out, {}, tmp_path / "again.json", reference)
+    # … and a reference whose features file is gone is refused in one line naming it, before any compute.
+    (reference / "reference.npz").unlink()
+    with pytest.raises(FileNotFoundError, match=r"reference\.npz' does not exist: rerun 'ism fid-reference") as err:
+        study._score(config, held_out, {}, tmp_path / "again.json", reference, "the floor's images")
+    assert "\n" not in str(err.value) and not (tmp_path / "again.json").exists()

@@ -142,12 +142,12 @@ def _parser() -> argparse.ArgumentParser:
 
     reference = sub.add_parser(
         "fid-reference",
-        help="embed the real reference images once into torch-fidelity's cache (used by 'ism evaluate')",
-        description="Compute the features and FID statistics of the train split with the study's extractor "
-        "into OUT_DIR (torch-fidelity cache) and write OUT_DIR/reference.json.",
+        help="embed the real reference images once (features used by 'ism evaluate')",
+        description="Compute the features of the train split with the study's extractor (torch-fidelity) and "
+        "write them as float32 to OUT_DIR/reference.npz (no pickle), their info to OUT_DIR/reference.json.",
     )
     reference.add_argument("--config", required=True, help="study YAML file")
-    reference.add_argument("--out-dir", required=True, type=Path, help="cache folder (e.g. results/fid_reference)")
+    reference.add_argument("--out-dir", required=True, type=Path, help="reference folder (results/fid_reference)")
 
     schema = sub.add_parser("schema", help="write the JSON Schema of study files (workflow/schemas)")
     schema.add_argument("--out", required=True, type=Path, help="schema file to write")
@@ -165,14 +165,19 @@ def _parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser(
         "evaluate",
         help="FID, KID, precision and recall of a samples file (or of real held-out images: the floor)",
-        description="Compare samples with the train split of the run's dataset in the committed classifier's "
-        "feature space (torch-fidelity). --floor scores held-out real test images instead.",
+        description="Compare samples with the train split of the run's dataset in the study's feature space "
+        "(torch-fidelity), or with the ADM reference statistics of evaluate.reference_statistics (FID only). "
+        "--floor scores held-out real test images instead. Samples must match the reference's size and channels.",
     )
     source = evaluate.add_mutually_exclusive_group(required=True)
     source.add_argument("--samples", type=Path, help="steps<N>.npz written by 'ism sample'")
     source.add_argument("--floor", action="store_true", help="score the held-out real images (the floor)")
     evaluate.add_argument("--config", required=True, help="study YAML file")
-    evaluate.add_argument("--reference", type=Path, help="folder written by 'ism fid-reference' (default: embed now)")
+    evaluate.add_argument(
+        "--reference",
+        type=Path,
+        help="folder written by 'ism fid-reference' (default: embed now; unused with evaluate.reference_statistics)",
+    )
     evaluate.add_argument("--out", required=True, type=Path, help="metrics JSON to write")
 
     report = sub.add_parser(

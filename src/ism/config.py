@@ -397,6 +397,58 @@ class EvaluateConfig(_Strict):
         None, ge=2, description="Held-out real images scored as the floor (None: sample.num_images)."
     )
     batch_size: int = Field(500, ge=1, description="Images per feature-extractor batch.")
+    reference_statistics: str | None = Field(
+        None,
+        description="FID reference. None: features of the train split (the fid_reference stage; FID, KID, "
+        "precision, recall). A file: an ADM evaluator reference batch (.npz with 'mu' (D,) and 'sigma' (D, D) of "
+        "Inception pool features, e.g. VIRTUAL_imagenet256_labeled.npz), for ImageNet FIDs comparable with "
+        "published ones; FID only (KID, precision and recall are null). Its layout is checked when the config is.",
+    )
+
+    @field_validator("reference_statistics")
+    @classmethod
+    def _statistics_layout(cls, v: str | None) -> str | None:
+        if v is not None:
+            cls.statistics_dim(v)
+        return v
+
+    @staticmethod
+    def statistics_dim(path: str | Path) -> int:
+        """D of an ADM statistics file, from the .npy headers of its 'mu' and 'sigma' only: cheap enough for every
+        validation, and nothing is unpickled (an object dtype is refused). Values are checked when evaluating."""
+        import zipfile
+
+        import numpy as np
+
+        path = Path(path)
+        fix = "point it at an ADM reference batch (.npz with float 'mu' (D,) and 'sigma' (D, D)) or unset it"
+        if not path.is_file():
+            raise ValueError(f"'{path}' does not exist: {fix}")
+        headers = {}
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = set(archive.namelist())
+                for key in ("mu", "sigma"):
+                    if f"{key}.npy" not in names:
+                        raise ValueError(f"'{path}' has no array '{key}': {fix}")
+                    with archive.open(f"{key}.npy") as f:
+                        version = np.lib.format.read_magic(f)
+                        if version == (1, 0):
+                            headers[key] = np.lib.format.read_array_header_1_0(f)
+                        else:
+                            headers[key] = np.lib.format.read_array_header_2_0(f)
+        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+            raise ValueError(f"'{path}' is not an .npz archive ({exc}): {fix}") from None
+        except ValueError as exc:
+            if str(exc).startswith(f"'{path}'"):
+                raise
+            raise ValueError(f"'{path}' holds an unreadable array header: {fix}") from None
+        (mu_shape, _, mu_dtype), (sigma_shape, _, sigma_dtype) = headers["mu"], headers["sigma"]
+        if mu_dtype.kind != "f" or sigma_dtype.kind != "f":
+            raise ValueError(f"'{path}' holds {mu_dtype} mu and {sigma_dtype} sigma, not floats: {fix}")
+        if len(mu_shape) != 1 or mu_shape[0] < 1 or tuple(sigma_shape) != (mu_shape[0], mu_shape[0]):
+            raise ValueError(f"'{path}' holds mu {mu_shape} and sigma {sigma_shape}, not (D,) and (D, D): {fix}")
+        return int(mu_shape[0])
 
 
 class PipelineConfig(_Strict):

@@ -15,9 +15,21 @@ import torch
 
 from ism.atomic import write_json
 from ism.config import RunConfig, StudyConfig, load_yaml, resolve_run, validate_study
-from ism.evaluate import Extractor, ImageFiles, image_metrics, read_samples, resolve_extractor
-
-REFERENCE_FILE = "reference.json"
+from ism.evaluate import (
+    MIN_IMAGES,
+    EvaluateError,
+    Extractor,
+    FeatureSpace,
+    ImageFiles,
+    check_images,
+    feature_metrics,
+    fid_against_statistics,
+    read_reference,
+    read_samples,
+    read_statistics,
+    resolve_extractor,
+    write_reference,
+)
 
 
 def load_study(path: str | Path) -> tuple[StudyConfig, dict[str, Any]]:
@@ -137,24 +149,25 @@ def _as_dataset(images: Any):
 
 
 def reference(config: str | Path, out_dir: str | Path) -> Path:
-    """Embed the real reference once into torch-fidelity's cache in ``out_dir``; write ``reference.json``."""
+    """Embed the real reference once: float32 features in ``out_dir``/reference.npz, its info in reference.json."""
     study, raw = load_study(config)
-    cfg = base_run(raw, study)
     extractor = _extractor(study)
-    ref = _reference(cfg, study)
-    probe = ref[:16] if isinstance(ref, torch.Tensor) else ref[slice(0, 16)]  # any few images: the cache is the point
-    cache_name = f"{study.study}-reference"
-    image_metrics(probe, _as_dataset(ref), extractor, cache_root=out_dir, cache_name=cache_name)
-    return write_json(
-        Path(out_dir) / REFERENCE_FILE,
-        {"cache_name": cache_name, "extractor": extractor.name, "n": len(ref), "dataset": study.data.dataset},
-    )
+    ref = _reference(base_run(raw, study), study)
+    if len(ref) < MIN_IMAGES:
+        raise EvaluateError(f"config key 'evaluate.reference_images': the reference needs at least {MIN_IMAGES} images")
+    features = FeatureSpace(extractor, batch_size=study.evaluate.batch_size)(_as_dataset(ref))
+    info = {
+        "extractor": extractor.name,
+        "dataset": study.data.dataset,
+        "image_shape": [int(s) for s in ref.shape[1:]],
+    }
+    return write_reference(out_dir, features, info)
 
 
 def evaluate(config: str | Path, samples: str | Path, out: str | Path, reference_dir: str | Path | None) -> dict:
-    """Metrics of a samples file against the reference (read from the cache in ``reference_dir`` when given)."""
+    """Metrics of a samples file against the reference (read from ``reference_dir`` when given)."""
     images, meta = read_samples(samples)
-    return _score(config, images, meta, out, reference_dir)
+    return _score(config, images, meta, out, reference_dir, f"samples file '{samples}'")
 
 
 def floor(config: str | Path, out: str | Path, reference_dir: str | Path | None) -> dict:
@@ -163,55 +176,57 @@ def floor(config: str | Path, out: str | Path, reference_dir: str | Path | None)
     test, _, _, _ = real_images(base_run(raw, study), "test")
     n = min(len(test), study.evaluate.floor_images or study.sample.num_images)
     held_out = test[:n] if isinstance(test, torch.Tensor) else test[slice(0, n)]
-    return _score(config, held_out, {"run": "real-test-images", "steps": 0}, out, reference_dir)
+    return _score(config, held_out, {"run": "real-test-images", "steps": 0}, out, reference_dir, "the floor's images")
 
 
-def _score(config: str | Path, images: torch.Tensor, meta: dict, out: str | Path, reference_dir: Any) -> dict:
-    study, raw = load_study(config)
-    extractor = _extractor(study)
-    cache: dict[str, Any] = {}
-    ref = None
-    if reference_dir is not None:
-        info = _read_reference(reference_dir, extractor)
-        cache = {"cache_root": reference_dir, "cache_name": info["cache_name"]}
-        if _cached_features(reference_dir, info):
-            ref = _CachedReference(info["n"], reference_dir)  # loading the real data would cost each job ~1 s
-    if ref is None:
-        ref = _as_dataset(_reference(base_run(raw, study), study))
-    metrics = image_metrics(images, ref, extractor, batch_size=study.evaluate.batch_size, **cache)
-    metrics |= {"sample_meta": meta, "dataset": study.data.dataset}
+def _score(
+    config: str | Path, images: torch.Tensor, meta: dict, out: str | Path, reference_dir: Any, where: str
+) -> dict:
+    """Every input is read and checked before the first image is embedded; the metrics file is written last."""
+    study, raw = load_study(config)  # also checks the layout of evaluate.reference_statistics
+    extractor = _extractor(study)  # weights present and hash-checked
+    e = study.evaluate
+    statistics = reference_features = reference_images = None
+    if e.reference_statistics:
+        statistics = read_statistics(e.reference_statistics)
+        label = f"adm-statistics:{e.reference_statistics}"
+        size = study.data.image_size
+        check_images(images, (3, size, size) if size else None, where, f"'{e.reference_statistics}' (data.image_size)")
+    elif reference_dir is not None:
+        reference_features, info = read_reference(reference_dir, extractor.name)
+        label = "train-split"
+        check_images(images, tuple(info["image_shape"]), where, f"the reference in '{reference_dir}'")
+    else:
+        reference_images = _reference(base_run(raw, study), study)
+        label = "train-split"
+        check_images(images, tuple(reference_images.shape[1:]), where, "the study's train split")
+    space = FeatureSpace(extractor, batch_size=e.batch_size)
+    if statistics is not None:
+        mu, sigma = statistics
+        dim = space.dim(tuple(images.shape[1:]))
+        if dim != len(mu):
+            raise EvaluateError(
+                f"evaluate.reference_statistics: '{e.reference_statistics}' holds {len(mu)}-d statistics but "
+                f"extractor '{extractor.name}' gives {dim}-d features (ADM statistics need inception-v3-compat)"
+            )
+        metrics = {
+            "fid": fid_against_statistics(space(images), mu, sigma),
+            "kid": None,  # KID and precision/recall need the reference's features, not its statistics
+            "kid_std": None,
+            "precision": None,
+            "recall": None,
+            "n_reference": None,
+        }
+    else:
+        if reference_features is None:
+            reference_features = space(_as_dataset(reference_images))
+        metrics = feature_metrics(space(images), reference_features) | {"n_reference": len(reference_features)}
+    metrics |= {
+        "n": len(images),
+        "extractor": extractor.name,
+        "reference": label,
+        "sample_meta": meta,
+        "dataset": study.data.dataset,
+    }
     write_json(out, metrics)
     return metrics
-
-
-class _CachedReference(torch.utils.data.Dataset):
-    """The reference's size only: torch-fidelity reads its features from the cache and never indexes it."""
-
-    def __init__(self, n: int, folder: str | Path):
-        self.n, self.folder = n, folder
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        raise RuntimeError(f"the FID reference cache in '{self.folder}' is incomplete: rerun 'ism fid-reference'")
-
-
-def _cached_features(folder: str | Path, info: dict[str, Any]) -> bool:
-    """Whether torch-fidelity's cache in ``folder`` holds the reference's features (written by 'ism fid-reference')."""
-    return any(Path(folder).glob(f"{info['cache_name']}-{info['extractor']}-*.pt"))
-
-
-def _read_reference(folder: str | Path, extractor: Extractor) -> dict[str, Any]:
-    import json
-
-    path = Path(folder) / REFERENCE_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"no FID reference at '{path}': make it with 'ism fid-reference'")
-    info = json.loads(path.read_text())
-    if info.get("extractor") != extractor.name:
-        raise FileNotFoundError(
-            f"'{path}' was made with extractor '{info.get('extractor')}', not '{extractor.name}': "
-            "rerun 'ism fid-reference'"
-        )
-    return info

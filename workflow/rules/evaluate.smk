@@ -1,9 +1,18 @@
-# FID/KID/precision/recall per samples file against the cached real reference, the real-data floor, the report.
+# FID/KID/precision/recall per samples file against the embedded real reference, the real-data floor, the report.
+# With evaluate.reference_statistics set (an ADM reference batch: mu, sigma), scoring reads that file instead and
+# the train-split reference is not made; the config check has already refused a missing or malformed file.
+REFERENCE_DIR = "results/fid_reference"
+REFERENCE_FILES = [f"{REFERENCE_DIR}/reference.json", f"{REFERENCE_DIR}/reference.npz"]
+ADM_STATISTICS = STUDY.evaluate.reference_statistics
+# What scoring reads: the ADM statistics file, or the train-split reference features and their info.
+REFERENCE_INPUTS = [ADM_STATISTICS] if ADM_STATISTICS else REFERENCE_FILES
+# Fixed text (no config value): the CLI reads the statistics file's path from the study file itself.
+REFERENCE_ARGUMENT = "" if ADM_STATISTICS else f"--reference {REFERENCE_DIR}"
 
 
 rule fid_reference:
     output:
-        "results/fid_reference/reference.json",
+        REFERENCE_FILES,
     log:
         "logs/evaluate/fid_reference.log",
     conda:
@@ -16,13 +25,14 @@ rule fid_reference:
         ism=ISM,
         study=STUDY_FILE,
         evaluation=evaluation_key,
+        out_dir=output_folder,
     shell:
-        "{params.ism} fid-reference --config {params.study:q} --out-dir results/fid_reference > {log:q} 2>&1"
+        "{params.ism} fid-reference --config {params.study:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
 rule floor:
     input:
-        reference="results/fid_reference/reference.json",
+        reference=REFERENCE_INPUTS,
     output:
         "results/floor.json",
     log:
@@ -37,15 +47,16 @@ rule floor:
         ism=ISM,
         study=STUDY_FILE,
         evaluation=evaluation_key,
+        reference=REFERENCE_ARGUMENT,
         images=STUDY.evaluate.floor_images or STUDY.sample.num_images,
     shell:
-        "{params.ism} evaluate --floor --config {params.study:q} --reference results/fid_reference --out {output:q} > {log:q} 2>&1"
+        "{params.ism} evaluate --floor --config {params.study:q} {params.reference} --out {output:q} > {log:q} 2>&1"
 
 
 rule evaluate:
     input:
         samples="results/{run}/samples/{name}.npz",
-        reference="results/fid_reference/reference.json",
+        reference=REFERENCE_INPUTS,
     output:
         "results/{run}/metrics/{name}.json",
     log:
@@ -60,8 +71,9 @@ rule evaluate:
         ism=ISM,
         study=STUDY_FILE,
         evaluation=evaluation_key,
+        reference=REFERENCE_ARGUMENT,
     shell:
-        "{params.ism} evaluate --samples {input.samples:q} --config {params.study:q} --reference results/fid_reference --out {output:q} > {log:q} 2>&1"
+        "{params.ism} evaluate --samples {input.samples:q} --config {params.study:q} {params.reference} --out {output:q} > {log:q} 2>&1"
 
 
 rule report:
