@@ -14,7 +14,7 @@ TINY_OVERRIDES = [
     "model.hidden_size=32",
     "model.depth=2",
     "model.num_heads=2",
-    "train.batch_size=16",
+    "train.batch_size=28",  # B_sc = 7: one self-consistency row per level
     "train.checkpoint_every=2",
     "train.log_every=1",
     "train.device=cpu",

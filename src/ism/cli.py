@@ -149,6 +149,18 @@ def _parser() -> argparse.ArgumentParser:
     reference.add_argument("--config", required=True, help="study YAML file")
     reference.add_argument("--out-dir", required=True, type=Path, help="reference folder (results/fid_reference)")
 
+    layout = sub.add_parser(
+        "layout",
+        help="dry-run check of the training step's row layout at the study's world size",
+        description="Print each run's global self-consistency/flow-matching/guidance rows per level and each "
+        "rank's share (world size from launch.nodes x tasks per node); exit 1 on a layout defect.",
+    )
+    layout.add_argument("--config", required=True, help="study YAML file (e.g. config/imagenet256.yaml)")
+    layout.add_argument("--run", dest="runs", nargs="+", help="runs to check (default: every run of the study)")
+    layout.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a key"
+    )
+
     schema = sub.add_parser("schema", help="write the JSON Schema of study files (workflow/schemas)")
     schema.add_argument("--out", required=True, type=Path, help="schema file to write")
     classifier = sub.add_parser(
@@ -264,6 +276,22 @@ def _schema(args: argparse.Namespace) -> None:
     print(args.out)
 
 
+def _layout(args: argparse.Namespace) -> int:
+    from ism.config import load_run, load_yaml, validate_study
+    from ism.layout_check import check_run
+
+    raw = load_yaml(args.config)
+    study = validate_study(raw)
+    problems = []
+    for run in args.runs or list(study.runs):
+        report = check_run(load_run(args.config, run, args.overrides))
+        print("\n".join(report.lines))
+        problems += report.problems
+    for problem in problems:
+        print(f"ism: layout defect: {problem}", file=sys.stderr)
+    return 1 if problems else 0
+
+
 def _launch(args: argparse.Namespace) -> None:
     from ism.launch import TrainingJob, launch
 
@@ -358,8 +386,9 @@ def main(argv: list[str] | None = None) -> int:
             "fid-reference": _fid_reference,
             "merge-samples": _merge_samples,
             "schema": _schema,
+            "layout": _layout,
         }
-        commands[args.command](args)
+        status = commands[args.command](args)
     except (
         ConfigError,
         DataError,
@@ -371,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
     ) as err:
         print(f"ism: error: {err}", file=sys.stderr)
         return 2
-    return 0
+    return status or 0
 
 
 if __name__ == "__main__":

@@ -66,21 +66,35 @@ class DataConfig(_Strict):
         return self
 
 
-# DiT sizes (Peebles & Xie; SiT-XL/2 is the DiT-XL/2 network trained as a velocity model).
-DIT_PRESETS: dict[str, dict[str, int]] = {
-    "DiT-S/2": {"hidden_size": 384, "depth": 12, "num_heads": 6, "patch_size": 2},
-    "DiT-S/4": {"hidden_size": 384, "depth": 12, "num_heads": 6, "patch_size": 4},
-    "DiT-B/2": {"hidden_size": 768, "depth": 12, "num_heads": 12, "patch_size": 2},
-    "DiT-B/4": {"hidden_size": 768, "depth": 12, "num_heads": 12, "patch_size": 4},
-    "DiT-L/2": {"hidden_size": 1024, "depth": 24, "num_heads": 16, "patch_size": 2},
-    "DiT-XL/2": {"hidden_size": 1152, "depth": 28, "num_heads": 16, "patch_size": 2},
-    "SiT-XL/2": {"hidden_size": 1152, "depth": 28, "num_heads": 16, "patch_size": 2},
+# Backbone presets, each following its own paper (sizes from Peebles & Xie, Table 1):
+#   DiT-*     DiT (Peebles & Xie 2023): attention 1/sqrt(head_dim), adaLN-Zero block modulation.
+#   SiT-*     SiT (Ma et al. 2024): the DiT network trained as a velocity model, same attention and init as DiT.
+#   SM-DiT-*  the SM release's DiT (kvfrans/shortcut-models model.py): attention 1/head_dim and xavier-initialised
+#             block modulation (METHOD.md §A6), the network behind SM's reported FIDs.
+_SIZES = {
+    "S/2": {"hidden_size": 384, "depth": 12, "num_heads": 6, "patch_size": 2},
+    "S/4": {"hidden_size": 384, "depth": 12, "num_heads": 6, "patch_size": 4},
+    "B/2": {"hidden_size": 768, "depth": 12, "num_heads": 12, "patch_size": 2},
+    "B/4": {"hidden_size": 768, "depth": 12, "num_heads": 12, "patch_size": 4},
+    "L/2": {"hidden_size": 1024, "depth": 24, "num_heads": 16, "patch_size": 2},
+    "XL/2": {"hidden_size": 1152, "depth": 28, "num_heads": 16, "patch_size": 2},
+}
+_DIT_PAPER = {"attention_scale": "sqrt_head_dim", "block_modulation_init": "zero"}
+_SM_RELEASE = {"attention_scale": "head_dim", "block_modulation_init": "xavier"}
+DIT_PRESETS: dict[str, dict[str, Any]] = {
+    **{f"DiT-{size}": {**dims, **_DIT_PAPER} for size, dims in _SIZES.items()},
+    **{f"SiT-{size}": {**dims, **_DIT_PAPER} for size, dims in _SIZES.items()},
+    **{f"SM-DiT-{size}": {**dims, **_SM_RELEASE} for size, dims in _SIZES.items() if size in ("B/2", "XL/2")},
 }
 
 
 class ModelConfig(_Strict):
     arch: Literal["dit", "mlp"] = Field("dit", description="Backbone: DiT for images, MLP for vectors.")
-    preset: str | None = Field(None, description="DiT size preset (e.g. 'DiT-B/2'); explicit keys win.")
+    preset: str | None = Field(
+        None,
+        description="Backbone preset, following its paper: 'DiT-B/2' (DiT), 'SiT-XL/2' (SiT), 'SM-DiT-B/2' (the SM "
+        "release's DiT); it sets sizes, attention_scale and block_modulation_init; explicit keys win.",
+    )
     patch_size: int = Field(2, ge=1, description="DiT patch size.")
     hidden_size: int = Field(128, ge=4, description="Width of the DiT / MLP.")
     depth: int = Field(4, ge=1, description="Number of transformer / residual blocks.")
@@ -185,6 +199,13 @@ class TransportConfig(_Strict):
         "auto",
         description="Solve the next pool in a background thread ('thread'), inline ('sync'), or 'auto': a thread "
         "when training on a GPU (the CPU is idle), inline on the CPU (a thread would oversubscribe its cores).",
+    )
+    shards: int = Field(
+        1,
+        ge=1,
+        description="ASSUMPTION: independent OT sub-pools per pool (batch positions j = s mod S), each solved by "
+        "the ranks that train on it; 1 = one global pool. Part of the method: the pairing never depends on "
+        "the world size. S = world size gives per-rank pools (K x B/S points each).",
     )
 
 
@@ -367,6 +388,7 @@ class RunConfig(_Strict):
         too_fine = [n for n in self.sample.budgets if n > self.method.base_steps]
         if too_fine:
             raise ValueError(f"sample.budgets: {too_fine} exceed method.base_steps={self.method.base_steps}")
+        self._check_step_layout()
         vector_data = self.data.dataset in ("checkerboard", "eight_gaussians")
         if vector_data and self.method.wavelet.enabled:
             raise ValueError("method.wavelet.enabled: the wavelet loss needs images; the 2-D toy sets have none")
@@ -376,6 +398,32 @@ class RunConfig(_Strict):
                 "(use 'mlp' for the 2-D toy sets and 'dit' for images)"
             )
         return self
+
+
+    @property
+    def world_size(self) -> int:
+        """Data-parallel processes of a training job: launch.nodes x tasks per node."""
+        return self.launch.nodes * self.launch.tasks_per_node
+
+    def _check_step_layout(self) -> None:
+        """The global step's layout must hold every level and split evenly over the processes (DESIGN D9)."""
+        m, batch = self.method, self.train.batch_size
+        if batch % self.world_size:
+            raise ValueError(
+                f"train.batch_size: {batch} rows do not split evenly over launch.nodes x tasks per node = "
+                f"{self.world_size} processes; choose a multiple of {self.world_size}"
+            )
+        num_sc = math.floor(batch * m.effective_sc_fraction + 1e-9)
+        if 0 < num_sc < m.max_level:
+            raise ValueError(
+                f"method.sc_fraction: floor(train.batch_size {batch} x method.sc_fraction {m.sc_fraction}) = "
+                f"{num_sc} self-consistency rows cannot hold one row per level (log2 method.base_steps = "
+                f"{m.max_level} levels); raise train.batch_size or method.sc_fraction"
+            )
+        if m.transport.enabled and batch % m.transport.shards:
+            raise ValueError(
+                f"method.transport.shards: {m.transport.shards} sub-pools do not divide train.batch_size {batch}"
+            )
 
 
 class EvaluateConfig(_Strict):

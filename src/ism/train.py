@@ -34,8 +34,8 @@ from ism.config import RunConfig, run_config_from_json, training_identity
 from ism.data import BatchSchedule, Dataset, Split, load_dataset
 from ism.errors import NonFiniteLossError
 from ism.method.ema import EMA
-from ism.method.shortcut import ShortcutObjective
-from ism.method.transport import PooledPairing
+from ism.method.shortcut import ShortcutObjective, role_logs
+from ism.method.transport import PooledPairing, shards_of_rank
 from ism.models import build_network
 from ism.runtime import autocast, seeded_generator, select_device
 
@@ -115,8 +115,8 @@ class Trainer:
             self.data = load_data(cfg)
         if cfg.train.batch_size % self.world_size:
             raise ValueError(
-                f"train.batch_size {cfg.train.batch_size} does not split over {self.world_size} processes: "
-                "choose a multiple of launch.nodes x launch.gpus_per_node"
+                f"config key 'train.batch_size': {cfg.train.batch_size} does not split over {self.world_size} "
+                "processes: choose a multiple of launch.nodes x tasks per node"
             )
 
         torch.manual_seed(cfg.train.seed)  # the initial weights are a function of the seed
@@ -135,6 +135,8 @@ class Trainer:
                 t.seed,
                 prefetch=ot.prefetch == "thread" or (ot.prefetch == "auto" and self.device.type == "cuda"),
                 labels=self.data.train.labels if ot.class_wise else None,
+                shards=ot.shards,
+                shard_ids=shards_of_rank(t.batch_size, ot.shards, self.rank, self.world_size),
             )
             if ot.enabled
             else None
@@ -227,25 +229,36 @@ class Trainer:
 
     # --- loop -------------------------------------------------------------------------------------------
     def train_step(self, step: int) -> dict[str, torch.Tensor]:
-        if self.pairing is not None:  # sOT: the same batch, with noise re-paired over its pool
-            idx, x0 = self.pairing.batch(step)
-        else:
-            idx, x0 = self.schedule.indices(step), None
+        """One optimiser step. The step's layout (roles, levels, t, w, dropout, noise) is drawn for the global
+        batch from the generator of (seed, step) on every rank alike; each rank trains its shard of the rows
+        (DESIGN D9), so W processes take the same step as one."""
         generator = seeded_generator(self.device, "step", self.cfg.train.seed, step)
-        if self.world_size > 1:  # each process takes its contiguous share of the batch and its own draws
-            share = slice(self.rank * len(idx) // self.world_size, (self.rank + 1) * len(idx) // self.world_size)
-            idx, x0 = idx[share], (None if x0 is None else x0[share])
-            generator = seeded_generator(self.device, "step", self.cfg.train.seed, step, self.rank)
-        x1 = self.x_train[idx.to(self.x_train.device)].to(self.device, non_blocking=True)
-        y = self.y_train[idx.to(self.y_train.device)].to(self.device, non_blocking=True)
-        x0 = None if x0 is None else x0.to(self.device)
+        if self.pairing is not None:  # sOT: the same batch, with noise re-paired over its pool
+            idx, pool_noise = self.pairing.batch(step)
+        else:
+            idx, pool_noise = self.schedule.indices(step), None
+        layout = self.objective.layout(
+            len(idx),
+            generator,
+            noise_shape=None if pool_noise is not None else tuple(self.data.sample_shape),
+            dtype=self.x_train.dtype,
+            device=self.device,
+        )
+        local = layout.shard(self.rank, self.world_size)
+        images = idx[local.source.cpu()]
+        x1 = self.x_train[images.to(self.x_train.device)].to(self.device, non_blocking=True)
+        y = self.y_train[images.to(self.y_train.device)].to(self.device, non_blocking=True)
+        x0 = None if pool_noise is None else pool_noise[local.source.cpu()].to(self.device)
         with autocast(self.device, self.cfg.train.precision):
-            loss, logs = self.objective(self.network, self.target_network(), x1, y, generator, x0)
-        if not torch.isfinite(loss):
+            loss, stats = self.objective.loss(self.network, self.target_network(), local, x1, y, x0)
+        if self.world_size > 1:  # the logs of the global step; the gradient is averaged by DDP
+            torch.distributed.all_reduce(stats)
+        logs = role_logs(stats)
+        if not torch.isfinite(logs["loss"]):  # the global loss: every rank stops alike
             kept = newest_valid_checkpoint(self.ckpt_dir)
             where = f"the last good checkpoint is '{kept[0]}'" if kept else "no checkpoint was written yet"
             raise NonFiniteLossError(
-                f"loss is {loss.item()} at step {step}; stopped before the update ({where}). "
+                f"loss is {logs['loss'].item()} at step {step}; stopped before the update ({where}). "
                 "Check the data for NaN/inf and lower train.lr"
             )
         self.optimizer.zero_grad(set_to_none=True)

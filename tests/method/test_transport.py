@@ -56,7 +56,8 @@ def test_pool_of_one_batch_is_plain_minibatch_ot():
     pairing = _pairing(pool_batches=1, prefetch=False)
     indices, noise = pairing.batch(5)
     data = pairing.images[indices]
-    raw = torch.randn(data.shape, generator=seeded_generator(torch.device("cpu"), "sot-noise", 3, 5))
+    pool_shard = seeded_generator(torch.device("cpu"), "sot-noise", 3, 5, 0)  # (seed, pool, shard)
+    raw = torch.randn(data.shape, generator=pool_shard)
     assert torch.equal(noise, raw[optimal_pairing(raw, data)]), "K = 1: OT within the training batch"
     assert torch.equal(optimal_pairing(noise, data), torch.arange(8)), "the returned pairing is already optimal"
 
@@ -107,7 +108,7 @@ def test_class_wise_ot_pairs_within_classes_and_keeps_noise_independent_of_the_l
     idx_cw, noise_cw = class_wise.solve_pool(0)
     assert torch.equal(idx, idx_cw), "the data order is the same"
     # Every noise vector of the pool is used once, and class-wise it stays with an image of its own class.
-    _, raw, _, classes = class_wise._prepare(0)
+    _, [(raw, _, classes)] = class_wise._prepare(0)  # one shard: the whole pool, in data order
     origin = torch.cdist(noise_cw.flatten(1), raw.flatten(1)).argmin(1).numpy()
     assert sorted(origin.tolist()) == list(range(512))
     assert (classes[origin] == labels[idx].numpy()).all()
@@ -120,3 +121,33 @@ def test_class_wise_ot_pairs_within_classes_and_keeps_noise_independent_of_the_l
     assert _class_from_noise(noise_global, y, x1) > 0.3
     assert _class_from_noise(noise_cw, y, x1) < 0.2
     assert _class_from_noise(random_noise, y, x1) < 0.2
+
+
+@pytest.mark.parametrize("shards", [1, 2, 4])
+def test_sharded_pool_gives_every_rank_the_single_process_pairing_and_survives_a_resume(shards):
+    """Each rank solves only the shards of its rows (j = rank mod W); what it trains on is the noise the whole
+    pool's pairing gives those rows, at any world size, and a fresh instance (a resumed job) re-solves the same."""
+    from ism.method.transport import shards_of_rank
+
+    images = torch.randn(96, 1, 2, 2, generator=torch.Generator().manual_seed(0))
+    schedule = BatchSchedule(len(images), 8, seed=1)
+    full = PooledPairing(images, schedule, 3, seed=5, prefetch=False, shards=shards)
+    for world_size in (1, 2, 4, 8):
+        for rank in range(world_size):
+            mine = shards_of_rank(8, shards, rank, world_size)
+            resumed = PooledPairing(images, schedule, 3, seed=5, prefetch=True, shards=shards, shard_ids=mine)
+            for step in (0, 4, 7, 4):  # pools 0, 1, 2 and back to 1 (a resume re-solves a pool)
+                idx_full, noise_full = full.batch(step)
+                idx, noise = resumed.batch(step)
+                assert torch.equal(idx, idx_full)
+                assert torch.equal(noise[rank::world_size], noise_full[rank::world_size])
+                assert not noise[rank::world_size].isnan().any()
+            resumed.close()
+    # Shards are independent pools: each one's noise is a permutation of its own draw, never another shard's.
+    _, noise = full.solve_pool(0)
+    assert not noise.isnan().any() and len({tuple(r.flatten().tolist()) for r in noise}) == len(noise)
+
+
+def test_shards_must_divide_the_batch():
+    with pytest.raises(ValueError, match=r"method\.transport\.shards"):
+        PooledPairing(torch.zeros(16, 2), BatchSchedule(16, 8, seed=0), 2, seed=0, shards=3)

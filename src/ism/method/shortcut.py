@@ -21,12 +21,18 @@ where s⁻ is the target network (an EMA of θ in the release). Classifier-free 
 only on the rows whose half-steps query the finest level (2δ = 2/M):
 s⁻ ← s⁻(·, ∅) + w (s⁻(·, c) − s⁻(·, ∅)). The loss is the mean squared error over all rows, with equal
 per-row weight. Flow matching (``fm``) is the same code path with B_sc = 0 and a network that ignores k.
+
+Multi-GPU rule (METHOD.md §A3; DESIGN D9): B, B_sc, the level split, the CFG rows, t, w, label dropout and the
+noise belong to the *global* batch. :meth:`ShortcutObjective.layout` draws them once from the step's generator
+(identical on every rank), rank r of W trains rows r, r + W, … (:meth:`StepLayout.shard`), and with equal shares
+DDP's average of the ranks' mean losses is the gradient of the global mean, so any world size takes the
+single-process step.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Protocol
 
 import torch
@@ -149,12 +155,56 @@ def bootstrap_targets(
     return ((v1 + v2) / 2).clamp(-clip, clip)
 
 
+@dataclass
+class StepLayout:
+    """Everything random or positional about one training step's rows, built once for the *global* batch.
+
+    Row j trains on image ``source[j]`` of the step's batch with role, t, level k, guidance scale w, label dropout
+    and (without optimal transport) noise x0. Data-parallel rank r of W takes rows r, r + W, r + 2W, …
+    (:meth:`shard`), so the union over ranks is the single-process step at any world size (METHOD.md §A3,
+    multi-GPU rule; DESIGN D9), and every rank gets a share of each role.
+    """
+
+    source: torch.Tensor  # int64 (R,): position in the step's batch of the image row j trains on
+    role: torch.Tensor  # int64 (R,): SELF_CONSISTENCY, VELOCITY or GUIDANCE
+    t: torch.Tensor
+    k: torch.Tensor
+    w: torch.Tensor | None
+    dropped: torch.Tensor  # bool (R,): label replaced by ∅
+    noise: torch.Tensor | None  # x0 per row (None: the caller pairs noise itself, e.g. sOT)
+
+    def __len__(self) -> int:
+        return self.source.numel()
+
+    def select(self, index: torch.Tensor | slice) -> StepLayout:
+        def take(value: torch.Tensor | None) -> torch.Tensor | None:
+            return None if value is None else value[index]
+
+        return StepLayout(*(take(getattr(self, f.name)) for f in fields(self)))
+
+    def shard(self, rank: int, world_size: int) -> StepLayout:
+        """Rank ``rank``'s rows: j ≡ rank (mod world_size)."""
+        if len(self) % world_size:
+            raise ValueError(f"{len(self)} rows do not split over {world_size} processes")
+        return self.select(slice(rank, None, world_size))
+
+    def level_counts(self) -> dict[str, dict[int, int]]:
+        """{role name: {level k: rows}}: what a dry run prints."""
+        counts: dict[str, dict[int, int]] = {}
+        for role, name in ROLE_NAMES.items():
+            levels = self.k[self.role == role].tolist()
+            if levels:
+                counts[name] = {k: levels.count(k) for k in sorted(set(levels), reverse=True)}
+        return counts
+
+
 class ShortcutObjective:
     """Builds the mixed batch (self-consistency, flow-matching velocity and, with intrinsic guidance, guidance
     rows) and its loss; backbone-agnostic (any ``model(x, t, k, y, w)``).
 
     Row layout of a batch of B: [0, B_sc) self-consistency, then B_fm − B_g velocity rows, then B_g guidance rows
-    (B_g = ⌊B_fm · guidance.fraction⌋ with intrinsic guidance, else 0).
+    (B_g = ⌊B_fm · guidance.fraction⌋ with intrinsic guidance, else 0). :meth:`layout` draws it for the global
+    batch; :meth:`loss` trains any subset of its rows (a data-parallel rank's shard).
     """
 
     def __init__(self, method: MethodConfig, num_classes: int):
@@ -177,37 +227,42 @@ class ShortcutObjective:
     def guidance_rows(self, num_fm: int) -> int:
         return math.floor(num_fm * self.method.guidance.fraction + 1e-9) if self.guidance_grid is not None else 0
 
-    def make_rows(
+    def layout(
         self,
-        target_model: VelocityModel,
-        x1: torch.Tensor,
-        y: torch.Tensor,
+        batch_size: int,
         generator: torch.Generator,
-        x0: torch.Tensor | None = None,
-    ) -> TrainingRows:
-        """Inputs and targets of one batch; ``x0`` is the noise paired with ``x1`` (e.g. by optimal transport)."""
-        m, device = self.method, x1.device
-        num_sc, num_fm = self.split_sizes(x1.shape[0])
+        *,
+        noise_shape: tuple[int, ...] | None = None,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | None = None,
+    ) -> StepLayout:
+        """The global step's rows from the step's generator; x0 ~ N(0, I) per row when ``noise_shape`` is given.
+
+        The draws happen in a fixed order and depend only on (B, generator), never on the world size."""
+        m = self.method
+        device = device if device is not None else generator.device
+        num_sc, num_fm = self.split_sizes(batch_size)
         num_guidance = self.guidance_rows(num_fm)
         num_velocity = num_fm - num_guidance
-        if m.release_slicing:  # the release takes FM rows from images[:B - B_sc], reusing the SC images
-            x1, y = torch.cat([x1[:num_sc], x1[:num_fm]]), torch.cat([y[:num_sc], y[:num_fm]])
-        if x0 is None:
-            x0 = torch.randn(x1.shape, generator=generator, device=device, dtype=x1.dtype)
-        sc, gd = slice(0, num_sc), slice(num_sc + num_velocity, None)
-
+        positions = torch.arange(batch_size, device=device)
+        # The release takes FM rows from images[:B - B_sc], reusing the SC rows' images (METHOD.md §A3 quirk).
+        source = torch.cat([positions[:num_sc], positions[:num_fm]]) if m.release_slicing else positions
+        role = torch.cat(
+            [
+                torch.full((num_sc,), SELF_CONSISTENCY, dtype=torch.long, device=device),
+                torch.full((num_velocity,), VELOCITY, dtype=torch.long, device=device),
+                torch.full((num_guidance,), GUIDANCE, dtype=torch.long, device=device),
+            ]
+        )
         k_sc = self_consistency_levels(num_sc, m.max_level, device)
+        k = torch.cat([k_sc, torch.full((num_fm,), m.max_level, dtype=torch.long, device=device)])
         t = torch.cat(
             [times_on_level_grid(k_sc, generator), uniform_grid_times(num_fm, m.base_steps, generator, device)]
         )
-        k = torch.cat([k_sc, torch.full((num_fm,), m.max_level, dtype=torch.long, device=device)])
-        x_t, v = interpolate(x0, x1, t, m.time_eps), velocity(x0, x1, m.time_eps)
-
         # Label dropout to ∅ only on velocity rows; SC and guidance rows keep their true labels.
-        dropped = torch.rand(num_velocity, generator=generator, device=device) < m.class_dropout
-        y_velocity = y[num_sc : num_sc + num_velocity]
-        labels = torch.cat(
-            [y[sc], torch.where(dropped, torch.full_like(y_velocity, self.null_label), y_velocity), y[gd]]
+        dropped = torch.zeros(batch_size, dtype=torch.bool, device=device)
+        dropped[num_sc : num_sc + num_velocity] = (
+            torch.rand(num_velocity, generator=generator, device=device) < m.class_dropout
         )
         w = None
         if self.guidance_grid is not None:
@@ -218,12 +273,35 @@ class ShortcutObjective:
                     draw_guidance(num_guidance, self.guidance_grid, generator, device, exclude_zero=True),
                 ]
             )
+        noise = None
+        if noise_shape is not None:
+            noise = torch.randn((batch_size, *noise_shape), generator=generator, device=device, dtype=dtype)
+        return StepLayout(source, role, t, k, w, dropped, noise)
 
+    def rows(
+        self,
+        target_model: VelocityModel,
+        layout: StepLayout,
+        x1: torch.Tensor,
+        y: torch.Tensor,
+        x0: torch.Tensor | None = None,
+    ) -> TrainingRows:
+        """Inputs and targets of ``layout``'s rows; ``x1``, ``y`` (and ``x0``, when the layout has no noise, e.g.
+        sOT's paired noise) are already row-aligned: row j's image, label and noise."""
+        m = self.method
+        x0 = layout.noise if x0 is None else x0
+        if x0 is None:
+            raise ValueError("the layout carries no noise: pass x0")
+        t, k, w = layout.t, layout.k, layout.w
+        x_t, v = interpolate(x0, x1, t, m.time_eps), velocity(x0, x1, m.time_eps)
+        labels = torch.where(layout.dropped, torch.full_like(y, self.null_label), y)
+        sc = (layout.role == SELF_CONSISTENCY).nonzero().squeeze(1)
+        gd = (layout.role == GUIDANCE).nonzero().squeeze(1)
         target = v.clone()
         first_velocity = direction = None
-        if num_sc and num_guidance:
+        if sc.numel() and gd.numel():
             first_velocity, direction = self._first_queries(target_model, x_t, t, k, labels, w, sc, gd)
-        if num_sc:
+        if sc.numel():
             target[sc] = bootstrap_targets(
                 target_model,
                 x_t[sc],
@@ -237,9 +315,9 @@ class ShortcutObjective:
                 w=None if w is None else w[sc],
                 first_velocity=first_velocity,
             ).to(target.dtype)
-        if num_guidance and direction is not None:
+        if gd.numel() and direction is not None:
             target[gd] = guided_velocity(v[gd], w[gd], t[gd], direction, self.t_interval).to(target.dtype)
-        elif num_guidance:
+        elif gd.numel():
             target[gd] = guidance_targets(
                 target_model,
                 x_t[gd],
@@ -251,13 +329,29 @@ class ShortcutObjective:
                 null_label=self.null_label,
                 t_interval=self.t_interval,
             ).to(target.dtype)
-        role = torch.full((x1.shape[0],), VELOCITY, dtype=torch.long, device=device)
-        role[sc] = SELF_CONSISTENCY
-        role[gd] = GUIDANCE
-        return TrainingRows(x_t, t, k, labels, w, target, role)
+        return TrainingRows(x_t, t, k, labels, w, target, layout.role)
+
+    def make_rows(
+        self,
+        target_model: VelocityModel,
+        x1: torch.Tensor,
+        y: torch.Tensor,
+        generator: torch.Generator,
+        x0: torch.Tensor | None = None,
+    ) -> TrainingRows:
+        """The single-process step: layout of the batch ``x1`` and its rows (``x0``: noise paired with ``x1``)."""
+        layout, x1, y, x0 = self._single_process(x1, y, generator, x0)
+        return self.rows(target_model, layout, x1, y, x0)
+
+    def _single_process(self, x1, y, generator, x0):
+        """The whole batch's layout and its row-aligned images, labels and paired noise (None: the layout's)."""
+        noise_shape = None if x0 is not None else tuple(x1.shape[1:])
+        layout = self.layout(x1.shape[0], generator, noise_shape=noise_shape, dtype=x1.dtype, device=x1.device)
+        src = layout.source
+        return layout, x1[src], y[src], None if x0 is None else x0[src]
 
     @torch.no_grad()
-    def _first_queries(self, target_model, x_t, t, k, labels, w, sc: slice, gd: slice):
+    def _first_queries(self, target_model, x_t, t, k, labels, w, sc: torch.Tensor, gd: torch.Tensor):
         """The first half-step of the SC rows and both guidance queries depend only on x_t: one forward for all.
 
         Fewer, larger calls: at small batch sizes a forward's fixed cost is a large share of its time.
@@ -275,6 +369,29 @@ class ShortcutObjective:
             return self.wavelet(pred, target)
         return (pred.float() - target.float()).pow(2).flatten(1).mean(1)
 
+    def loss(
+        self,
+        model: VelocityModel,
+        target_model: VelocityModel,
+        layout: StepLayout,
+        x1: torch.Tensor,
+        y: torch.Tensor,
+        x0: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean loss over ``layout``'s rows (equal weights: α = β = γ = 1) and role statistics: a (3, 2) tensor
+        of (sum of row losses, rows) per role, which data-parallel ranks add up (:func:`role_logs`).
+
+        With equal shares per rank, DDP's gradient average of the ranks' means is the gradient of the global mean.
+        """
+        rows = self.rows(target_model, layout, x1, y, x0)
+        pred = model(rows.x_t, rows.t, rows.k, rows.y, rows.w)
+        per_row = self.row_losses(pred, rows.target)
+        detached = per_row.detach().double()
+        stats = torch.stack(
+            [torch.stack([detached[rows.role == r].sum(), (rows.role == r).sum().double()]) for r in ROLE_NAMES]
+        )
+        return per_row.mean(), stats
+
     def __call__(
         self,
         model: VelocityModel,
@@ -284,15 +401,17 @@ class ShortcutObjective:
         generator: torch.Generator,
         x0: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The training loss (mean over rows, equal weights: α = β = γ = 1) and detached per-role losses."""
-        rows = self.make_rows(target_model, x1, y, generator, x0)
-        pred = model(rows.x_t, rows.t, rows.k, rows.y, rows.w)
-        per_row = self.row_losses(pred, rows.target)
-        loss = per_row.mean()
-        logs = {"loss": loss.detach()}
-        detached = per_row.detach()
-        for role, name in ROLE_NAMES.items():
-            mask = rows.role == role
-            if bool(mask.any()):
-                logs[f"loss_{name}"] = detached[mask].mean()
-        return loss, logs
+        """The single-process step's loss and its logs (overall and per-role mean row losses)."""
+        layout, x1, y, x0 = self._single_process(x1, y, generator, x0)
+        loss, stats = self.loss(model, target_model, layout, x1, y, x0)
+        return loss, role_logs(stats)
+
+
+def role_logs(stats: torch.Tensor) -> dict[str, torch.Tensor]:
+    """{'loss': mean over all rows, 'loss_<role>': mean over that role's rows} from (sum, count) per role."""
+    total = stats.sum(0)
+    logs = {"loss": (total[0] / total[1]).float()}
+    for name, (loss_sum, count) in zip(ROLE_NAMES.values(), stats, strict=True):
+        if count > 0:
+            logs[f"loss_{name}"] = (loss_sum / count).float()
+    return logs

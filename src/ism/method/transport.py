@@ -72,8 +72,22 @@ def pairing_cost(noise: torch.Tensor, data: torch.Tensor) -> float:
     return float((noise.flatten(1).double() - data.flatten(1).double()).pow(2).sum())
 
 
+def shards_of_rank(batch_size: int, shards: int, rank: int, world_size: int) -> list[int]:
+    """The pool shards whose rows rank ``rank`` of ``world_size`` trains on: it takes batch positions
+    j ≡ rank (mod world_size) (:meth:`ism.method.shortcut.StepLayout.shard`), shard s holds positions j ≡ s (mod S)."""
+    return sorted({j % shards for j in range(rank, batch_size, world_size)})
+
+
 class PooledPairing:
-    """Noise for every training step, re-paired by one exact OT assignment per pool of K batches."""
+    """Noise for every training step, re-paired by exact OT assignments over a pool of K batches.
+
+    Data-parallel scheme (ASSUMPTION, METHOD.md §B4 is silent): the pool splits into ``shards`` S independent
+    sub-pools, shard s holding batch positions j ≡ s (mod S) of each of the K batches (P/S rows; K·B/S). Shard s of
+    pool p is a pure function of (seed, p, s), so every rank that needs a shard solves the same assignment, and
+    the pairing of a step is the same at any world size and across a resume. A rank solves only the shards its
+    rows come from (``shard_ids``): with S = world size, one sub-pool per rank and no communication; with S = 1,
+    one global pool that every rank solves redundantly (no broadcast to wait for, at S-fold compute).
+    """
 
     def __init__(
         self,
@@ -83,49 +97,77 @@ class PooledPairing:
         seed: int,
         prefetch: bool = True,
         labels: torch.Tensor | None = None,
+        shards: int = 1,
+        shard_ids: list[int] | None = None,
     ):
         if pool_batches < 1:
             raise ValueError(f"pool_batches must be at least 1, got {pool_batches}")
+        if shards < 1 or schedule.batch_size % shards:
+            raise ValueError(
+                f"method.transport.shards: {shards} does not divide train.batch_size {schedule.batch_size}"
+            )
         self.images = images.cpu()
         self.schedule = schedule
         self.pool_batches = pool_batches
         self.seed = seed
+        self.shards = shards
+        self.shard_ids = list(range(shards)) if shard_ids is None else sorted(shard_ids)
         self.labels = None if labels is None else labels.cpu().numpy()  # class-wise OT when given
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sot") if prefetch else None
-        self._pending: dict[int, tuple[torch.Tensor, torch.Tensor, Future]] = {}
+        self._pending: dict[int, tuple[torch.Tensor, list, Future]] = {}
         self._current: tuple[int, torch.Tensor, torch.Tensor] | None = None
 
-    def _prepare(self, pool: int) -> tuple[torch.Tensor, torch.Tensor, np.ndarray, np.ndarray | None]:
-        """Data indices, noise, cost matrix and classes of pool ``pool`` (torch work: on the calling thread)."""
+    def _prepare(self, pool: int) -> tuple[torch.Tensor, list[tuple[torch.Tensor, np.ndarray, np.ndarray | None]]]:
+        """Data indices (K, B) of pool ``pool`` and, per solved shard, its noise, cost matrix and classes
+        (torch work: on the calling thread)."""
         steps = range(pool * self.pool_batches, (pool + 1) * self.pool_batches)
-        indices = torch.cat([self.schedule.indices(s) for s in steps])
-        data = self.images[indices]
-        generator = seeded_generator(torch.device("cpu"), "sot-noise", self.seed, pool)
-        noise = torch.randn(data.shape, generator=generator, dtype=data.dtype)
-        classes = None if self.labels is None else self.labels[indices.numpy()]
-        return indices, noise, squared_distances(noise, data).numpy(), classes
+        indices = torch.stack([self.schedule.indices(s) for s in steps])
+        work = []
+        for shard in self.shard_ids:
+            rows = indices[:, shard :: self.shards].reshape(-1)
+            data = self.images[rows]
+            generator = seeded_generator(torch.device("cpu"), "sot-noise", self.seed, pool, shard)
+            noise = torch.randn(data.shape, generator=generator, dtype=data.dtype)
+            classes = None if self.labels is None else self.labels[rows.numpy()]
+            work.append((noise, squared_distances(noise, data).numpy(), classes))
+        return indices, work
+
+    @staticmethod
+    def _solve(work: list[tuple[torch.Tensor, np.ndarray, np.ndarray | None]]) -> list[tuple[np.ndarray, np.ndarray]]:
+        return [solve_assignment(cost, classes) for _, cost, classes in work]
+
+    def _assemble(self, indices: torch.Tensor, work: list, solutions: list) -> tuple[torch.Tensor, torch.Tensor]:
+        """(indices (K·B,), noise (K·B, …)): each solved shard's paired noise at its batch positions; NaN at the
+        positions of shards this process does not solve (it never trains on them)."""
+        k, b = indices.shape
+        shape = work[0][0].shape[1:]
+        noise = torch.full((k, b, *shape), float("nan"), dtype=work[0][0].dtype)
+        for shard, (shard_noise, _, _), solution in zip(self.shard_ids, work, solutions, strict=True):
+            paired = shard_noise[assignment_to_permutation(*solution)]
+            noise[:, shard :: self.shards] = paired.reshape(k, b // self.shards, *shape)
+        return indices.reshape(-1), noise.reshape(k * b, *shape)
 
     def solve_pool(self, pool: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(data indices (P,), noise (P, …) paired row by row) of pool ``pool``, solved on this thread."""
-        indices, noise, cost, classes = self._prepare(pool)
-        return indices, noise[assignment_to_permutation(*solve_assignment(cost, classes))]
+        indices, work = self._prepare(pool)
+        return self._assemble(indices, work, self._solve(work))
 
     def _pool(self, pool: int) -> tuple[torch.Tensor, torch.Tensor]:
         if self._current is not None and self._current[0] == pool:
             return self._current[1], self._current[2]
         pending = self._pending.pop(pool, None)
         if pending is not None:
-            indices, noise, future = pending
-            noise = noise[assignment_to_permutation(*future.result())]
+            indices, work, future = pending
+            indices, noise = self._assemble(indices, work, future.result())
         else:
             indices, noise = self.solve_pool(pool)
         self._current = (pool, indices, noise)
         if self._executor is not None and pool + 1 not in self._pending:
             # The worker only runs scipy's solver: a thread that has run torch ops keeps an OpenMP team alive that
             # halves the training thread's speed on a small CPU (measured: 40 -> 77 ms per step).
-            indices_next, noise_next, cost, classes = self._prepare(pool + 1)
-            future = self._executor.submit(solve_assignment, cost, classes)
-            self._pending = {pool + 1: (indices_next, noise_next, future)}
+            indices_next, work = self._prepare(pool + 1)
+            future = self._executor.submit(self._solve, work)
+            self._pending = {pool + 1: (indices_next, work, future)}
         return indices, noise
 
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
