@@ -27,7 +27,7 @@ def _assert_same_tensors(a: dict, b: dict):
 
 
 def test_digits_smoke_train_checkpoint_resume_and_sample(tmp_path):
-    cfg = tiny_run("sm", "train.steps=6")
+    cfg = tiny_run("sm", "train.steps=6", "sample.cfg_scale=1.5")  # the release's CFG at N = M
     first = train(cfg, workdir=tmp_path / "w", output=tmp_path / "model.pt", progress=False, until_step=3)
     assert not first.finished and first.step == 3 and first.output is None
     assert [s for s, _ in list_checkpoints(tmp_path / "w" / "ckpt")] == [3, 2]

@@ -399,7 +399,6 @@ class RunConfig(_Strict):
             )
         return self
 
-
     @property
     def world_size(self) -> int:
         """Data-parallel processes of a training job: launch.nodes x tasks per node."""

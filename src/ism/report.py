@@ -1,7 +1,10 @@
-"""The study's report: one table of FID per run and step budget, a plot of FID against steps, and all metrics.
+"""The study's report: one table of FID per run and step budget, a plot of FID against network evaluations, and
+all metrics.
 
 Inputs follow the file contract ``results/<run>/metrics/<name>.json`` (``<name>`` = ``steps<N>`` or, for
 intrinsic-guidance runs, ``steps<N>-w<w>``) plus the real-data floor; each run × guidance scale is one row.
+Every cell carries its cost and provenance: NFE (network evaluations per image: N, or 2N where CFG runs two
+passes) and the weights sampled (``online`` or an EMA name), read from the samples' metadata.
 """
 
 from __future__ import annotations
@@ -32,28 +35,43 @@ def collect(
             if match is None or (wanted is not None and path.resolve() not in wanted):
                 continue
             label = run if match["w"] is None else f"{run} (w={float(match['w']):g})"
-            rows.setdefault(label, {})[int(match["steps"])] = json.loads(path.read_text())
+            steps = int(match["steps"])
+            rows.setdefault(label, {})[steps] = _with_provenance(json.loads(path.read_text()), steps)
     return rows
+
+
+def _with_provenance(metrics: dict[str, Any], steps: int) -> dict[str, Any]:
+    """The cell's metrics plus ``nfe`` and ``weights`` from its samples' metadata (N and unknown if absent)."""
+    meta = metrics.get("sample_meta") or {}
+    return metrics | {"nfe": int(meta.get("nfe", steps)), "weights": meta.get("weights", "unknown")}
+
+
+def _weights(metrics: dict[int, dict[str, Any]]) -> str:
+    return ", ".join(sorted({m["weights"] for m in metrics.values()}))
 
 
 def markdown_table(rows: dict[str, dict[int, dict[str, Any]]], floor: dict[str, Any] | None) -> str:
     budgets = sorted({n for metrics in rows.values() for n in metrics})
-    header = "| run | " + " | ".join(f"{n} step{'s' if n > 1 else ''}" for n in budgets) + " |"
-    lines = [header, "|---|" + "---:|" * len(budgets)]
+    header = "| run | weights | " + " | ".join(f"{n} step{'s' if n > 1 else ''}" for n in budgets) + " |"
+    lines = [header, "|---|---|" + "---:|" * len(budgets)]
     for label, metrics in rows.items():
-        cells = [f"{metrics[n]['fid']:.2f}" if n in metrics else "–" for n in budgets]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        cells = [f"{metrics[n]['fid']:.2f} ({metrics[n]['nfe']} NFE)" if n in metrics else "–" for n in budgets]
+        lines.append(f"| {label} | {_weights(metrics)} | " + " | ".join(cells) + " |")
     if floor is not None:  # the same in every column: it does not depend on steps
-        lines.append("| real held-out images (floor) | " + " | ".join([f"{floor['fid']:.2f}"] * len(budgets)) + " |")
+        cells = [f"{floor['fid']:.2f}"] * len(budgets)
+        lines.append("| real held-out images (floor) | – | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
 def fid_csv(rows: dict[str, dict[int, dict[str, Any]]]) -> str:
-    """Long table ``steps,run,fid``, one line per sampled (row, budget): what ``dvc plots show`` draws, one line
-    per run (workflow/plots/fid_by_run.json colours by ``run``), whichever runs a study has."""
-    lines = ["steps,run,fid"]
-    for label, metrics in rows.items():
-        lines += [f"{n},{label},{metrics[n]['fid']:.4f}" for n in sorted(metrics)]  # run names hold no commas
+    """Long table ``steps,nfe,weights,run,fid``, one line per sampled (row, budget): what ``dvc plots show``
+    draws against NFE, one line per run (workflow/plots/fid_by_run.json colours by ``run``), whichever runs a
+    study has."""
+    lines = ["steps,nfe,weights,run,fid"]
+    for label, metrics in rows.items():  # run and EMA names hold no commas
+        lines += [
+            f"{n},{metrics[n]['nfe']},{metrics[n]['weights']},{label},{metrics[n]['fid']:.4f}" for n in sorted(metrics)
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -64,14 +82,15 @@ def plot_fid(rows: dict[str, dict[int, dict[str, Any]]], floor: dict[str, Any] |
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for label, metrics in rows.items():
+    for label, metrics in rows.items():  # x = NFE: runs compare at equal compute, CFG's second pass counted
         budgets = sorted(metrics)
-        ax.plot(budgets, [metrics[n]["fid"] for n in budgets], marker="o", label=label)
+        nfe = [metrics[n]["nfe"] for n in budgets]
+        ax.plot(nfe, [metrics[n]["fid"] for n in budgets], marker="o", label=f"{label} [{_weights(metrics)}]")
     if floor is not None:
         ax.axhline(floor["fid"], color="gray", linestyle="--", label="real held-out images")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
-    ax.set_xlabel("sampling steps N")
+    ax.set_xlabel("network evaluations per image (NFE)")
     ax.set_ylabel("FID (lower is better)")
     ax.legend(fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
@@ -110,8 +129,10 @@ def write_report(
     any_metrics = next(iter(next(iter(rows.values())).values()))
     text = (
         f"# FID by run and step budget\n\nFeature extractor: `{', '.join(sorted(extractors))}`; "
-        f"{any_metrics['n']} generated images per cell against {any_metrics['n_reference']} reference images.\n\n"
-        f"{table}\n![FID against steps](fid_vs_steps.png)\n"
+        f"{any_metrics['n']} generated images per cell against {any_metrics['n_reference']} reference images. "
+        "Each cell gives its NFE (network evaluations per image: N steps, 2N where CFG runs two passes); "
+        "compare runs at equal NFE. *weights*: the copy sampled (`online` or an EMA).\n\n"
+        f"{table}\n![FID against NFE](fid_vs_steps.png)\n"
     )
     write_bytes(out / "report.md", text.encode())
     write_bytes(out / "fid_vs_steps.csv", fid_csv(rows).encode())

@@ -109,10 +109,12 @@ def test_dvc_repro_is_cached_and_an_experiment_adds_a_metric(tmp_path):
     baseline = json.loads((folder / "results" / "metrics.json").read_text())
     # `dvc plots show` draws FID against steps, one line per run of this study (its own set of runs).
     plots = json.loads(run(folder, "dvc", "plots", "show", "--json").stdout)["data"]
-    points = plots["FID against steps"][0]["content"]["data"]["values"]
+    points = plots["FID against NFE"][0]["content"]["data"]["values"]
     assert {p["run"] for p in points} == set(baseline["runs"]) == {"fm", "ism (w=0.5)"}
     fm_curve = {int(p["steps"]): float(p["fid"]) for p in points if p["run"] == "fm"}
     assert fm_curve == pytest.approx({int(n): m["fid"] for n, m in baseline["runs"]["fm"].items()}, abs=1e-4)
+    fm_nfe = {int(p["nfe"]) for p in points if p["run"] == "fm"}
+    assert fm_nfe == {int(m["nfe"]) for m in baseline["runs"]["fm"].values()}
     run(folder, "git", "add", "-A")
     run(folder, "git", "commit", "-qm", "baseline results")
     second = run(folder, "dvc", "repro").stdout
