@@ -155,6 +155,86 @@ def test_interrupted_launch_cancels_its_local_job(tmp_path):
     assert not [pid for pid in tree if os.path.exists(f"/proc/{pid}") and _alive(pid)]
 
 
+def _start_launch(tmp_path, *extra: str):
+    """`ism launch` of a long local fm run in ``tmp_path``; returns once its training task holds the workdir."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "ism.cli", "launch", "--config", str(REPO / "config" / "config.yaml")]
+    command += ["--run", "fm", "--set", "train.steps=1000000", "--set", "launch.cpus_per_task=1", *extra]
+    proc = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lock = tmp_path / "work" / "fm" / ".lock"
+    deadline = time.monotonic() + 90
+    while not (lock.is_file() and lock.read_text().startswith("pid")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert lock.read_text().startswith("pid"), "the training task took the workdir lock"
+    return proc
+
+
+def _workdir_freed(workdir, timeout_s: float = 30.0) -> bool:
+    from ism.errors import WorkdirBusyError
+    from ism.workdir_lock import exclusive_workdir
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with exclusive_workdir(workdir):
+                return True
+        except WorkdirBusyError:
+            time.sleep(0.5)
+    return False
+
+
+def test_a_second_trainer_on_the_same_workdir_stops_in_one_line(tmp_path):
+    """DESIGN D10: the first trainer holds work/<run>/.lock; a second one (a rerun beside an orphan) stops at once."""
+    import subprocess
+    import sys
+
+    first = _start_launch(tmp_path)
+    try:
+        second = subprocess.run(
+            [sys.executable, "-m", "ism.cli", "train", "--config", str(REPO / "config" / "config.yaml"), "--run", "fm"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert second.returncode == 2 and "Traceback" not in second.stderr
+        lines = second.stderr.strip().splitlines()
+        assert len(lines) == 1 and "work/fm' is in use by another trainer (pid" in lines[0], second.stderr
+        assert not (tmp_path / "models").exists(), "the second trainer wrote nothing"
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.wait(timeout=30)
+        first.stdout.close()
+    assert _workdir_freed(tmp_path / "work" / "fm")
+
+
+def test_a_killed_workflow_leaves_no_training_behind(tmp_path):
+    """kill -9 of the process `ism launch --watch-pid` watches (Snakemake in the workflow): the job is cancelled."""
+    import subprocess
+
+    snakemake = subprocess.Popen(["sleep", "600"])
+    proc = _start_launch(tmp_path, "--watch-pid", str(snakemake.pid))
+    snakemake.kill()
+    snakemake.wait()
+    assert proc.wait(timeout=60) != 0
+    assert "the workflow) ended" in proc.stdout.read()
+    proc.stdout.close()
+    assert _workdir_freed(tmp_path / "work" / "fm")
+    assert not (tmp_path / "work" / "submitit" / "fm" / "%j").exists(), "no literal %j folder is left"
+
+
+def test_a_local_job_ends_when_its_launcher_is_killed(tmp_path):
+    """kill -9 of `ism launch` itself: the local job's watchdog sees its launcher gone and stops training."""
+    proc = _start_launch(tmp_path)
+    proc.kill()
+    proc.wait()
+    proc.stdout.close()
+    assert _workdir_freed(tmp_path / "work" / "fm", timeout_s=30)
+
+
 def _alive(pid: int) -> bool:
     with open(f"/proc/{pid}/stat") as f:
         return f.read().rsplit(")", 1)[1].split()[0] != "Z"

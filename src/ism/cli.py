@@ -80,6 +80,13 @@ def _parser() -> argparse.ArgumentParser:
         "cancels the job. On SLURM the job checkpoints on USR2 (time limit, preemption) and requeues itself.",
     )
     launch.add_argument("--cluster", choices=["local", "slurm", "debug"], help="submitit executor (launch.cluster)")
+    launch.add_argument(
+        "--watch-pid",
+        type=int,
+        metavar="PID",
+        help="cancel the job and stop when process PID ends (the workflow passes Snakemake's own pid, so a killed "
+        "Snakemake leaves no training behind)",
+    )
 
     sample = sub.add_parser(
         "sample",
@@ -299,7 +306,7 @@ def _launch(args: argparse.Namespace) -> None:
     if args.cluster:
         cfg = cfg.model_copy(update={"launch": cfg.launch.model_copy(update={"cluster": args.cluster})})
     job = TrainingJob(cfg, **_train_paths(args, cfg), until_step=args.until_step)
-    result = launch(job)
+    result = launch(job, watch_pid=args.watch_pid)
     state = "trained" if result["finished"] else "stopped at step"
     print(f"{state} {cfg.name}: step {result['step']} (resumed from {result['resumed_from']})")
 
@@ -371,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     from ism.config import ConfigError
     from ism.data import DataError
     from ism.data.encode import EncodeError
-    from ism.errors import NonFiniteLossError
+    from ism.errors import NonFiniteLossError, WorkdirBusyError
     from ism.launch import LaunchError
 
     try:
@@ -395,6 +402,7 @@ def main(argv: list[str] | None = None) -> int:
         EncodeError,
         CheckpointError,
         NonFiniteLossError,
+        WorkdirBusyError,
         LaunchError,
         FileNotFoundError,
     ) as err:

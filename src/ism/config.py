@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 
 class ConfigError(ValueError):
@@ -27,6 +27,25 @@ class ConfigError(ValueError):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        """``steps: true`` is not 1 step: refuse booleans where a number is expected, as the JSON Schema does."""
+        if isinstance(value, bool):
+            annotation = cls.model_fields[info.field_name].annotation
+            if annotation in (int, float, int | None, float | None):
+                raise ValueError(f"expected a number, got {str(value).lower()}")
+        return value
+
+
+# Side of the embedded datasets' images (pixels); SD-VAE latents are 1/8 of the image side.
+EMBEDDED_IMAGE_SIDES = {"digits": 8, "mnist5k": 28}
+VAE_DOWNSAMPLING = 8
+
+# Names used as path components (runs, studies): letters, digits, '_', '.', '-', not starting with '.' or '-'
+# (so no '..' that climbs out of models/, and no '-h' that the command line would read as an option).
+NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
 
 
 def is_power_of_two(n: int) -> bool:
@@ -115,9 +134,17 @@ class ModelConfig(_Strict):
         if isinstance(values, dict) and values.get("preset") is not None:
             preset = values["preset"]
             if preset not in DIT_PRESETS:
-                raise ValueError(f"model.preset '{preset}' is unknown (choose from {sorted(DIT_PRESETS)})")
+                raise ValueError(f"model.preset: '{preset}' is unknown (choose from {sorted(DIT_PRESETS)})")
             values = {**DIT_PRESETS[preset], **values}
         return values
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> ModelConfig:
+        if self.arch == "dit" and self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"model.hidden_size: {self.hidden_size} does not split into model.num_heads = {self.num_heads} heads"
+            )
+        return self
 
     def network_kwargs(self, level_embedding: bool) -> dict[str, Any]:
         """Keyword arguments of the backbone constructor (see ism.models.build_model)."""
@@ -368,7 +395,7 @@ class LaunchConfig(_Strict):
 class RunConfig(_Strict):
     """Everything one training run and its sampling need."""
 
-    name: str = Field("run", pattern=r"^[A-Za-z0-9_.-]+$", description="Run name (used in paths).")
+    name: str = Field("run", pattern=NAME_PATTERN, description="Run name (used in paths).")
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     method: MethodConfig = Field(default_factory=MethodConfig)
@@ -389,6 +416,7 @@ class RunConfig(_Strict):
         if too_fine:
             raise ValueError(f"sample.budgets: {too_fine} exceed method.base_steps={self.method.base_steps}")
         self._check_step_layout()
+        self._check_patches()
         vector_data = self.data.dataset in ("checkerboard", "eight_gaussians")
         if vector_data and self.method.wavelet.enabled:
             raise ValueError("method.wavelet.enabled: the wavelet loss needs images; the 2-D toy sets have none")
@@ -398,6 +426,21 @@ class RunConfig(_Strict):
                 "(use 'mlp' for the 2-D toy sets and 'dit' for images)"
             )
         return self
+
+    def _check_patches(self) -> None:
+        """The DiT's patches must tile the model-space image (pixels, or SD-VAE latents at 1/8), when it is known."""
+        side = EMBEDDED_IMAGE_SIDES.get(self.data.dataset, self.data.image_size)
+        if self.model.arch != "dit" or side is None:
+            return
+        if self.data.encoder == "sd-vae":
+            if side % VAE_DOWNSAMPLING:
+                raise ValueError(f"data.image_size: {side} is not a multiple of the SD-VAE's {VAE_DOWNSAMPLING}")
+            side //= VAE_DOWNSAMPLING
+        if side % self.model.patch_size:
+            raise ValueError(
+                f"model.patch_size: {self.model.patch_size} does not tile the {side}x{side} model-space image "
+                f"of dataset '{self.data.dataset}'"
+            )
 
     @property
     def world_size(self) -> int:
@@ -510,7 +553,7 @@ class PipelineConfig(_Strict):
 class StudyConfig(_Strict):
     """A study file: a base run configuration plus named runs that override it."""
 
-    study: str = Field("study", pattern=r"^[A-Za-z0-9_.-]+$", description="Study name.")
+    study: str = Field("study", pattern=NAME_PATTERN, description="Study name.")
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     method: MethodConfig = Field(default_factory=MethodConfig)
@@ -557,10 +600,22 @@ def parse_override(assignment: str) -> dict[str, Any]:
     key, sep, raw = assignment.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"override '{assignment}' is not of the form key.path=value")
-    value: Any = yaml.safe_load(raw)
+    try:
+        value: Any = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise ConfigError(
+            f"override '{assignment}': the value of '{key.strip()}' is not valid YAML ({_yaml_problem(exc)})"
+        ) from None
     for part in reversed(key.strip().split(".")):
         value = {part: value}
     return value
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """One line: what PyYAML found and where (its own message spans several lines)."""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    mark = getattr(exc, "problem_mark", None)
+    return f"{problem} (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else problem
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
@@ -571,7 +626,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         try:
             raw = yaml.safe_load(f)
         except yaml.YAMLError as exc:
-            raise ConfigError(f"config file '{path}' is not valid YAML: {exc}") from None
+            raise ConfigError(f"config file '{path}' is not valid YAML: {_yaml_problem(exc)}") from None
     if raw is None:
         return {}
     if not isinstance(raw, dict):
@@ -585,13 +640,24 @@ def validate_study(raw: dict[str, Any]) -> StudyConfig:
         study = StudyConfig.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(_format_validation_error(err)) from None
+    if not study.runs:
+        raise ConfigError(
+            "config key 'runs': the study defines no run; add one (e.g. runs: {sm: {method: {name: sm}}})"
+        )
     for run in study.runs:
+        if not re.match(NAME_PATTERN, run):
+            raise ConfigError(
+                f"config key 'runs.{run}': a run name is a path component: letters, digits, '_', '.', '-', "
+                "not starting with '.' or '-'"
+            )
         resolve_run(raw, run)
         if "data" in (_run_overrides(study.runs, run) or {}):
             raise ConfigError(
                 f"config key 'runs.{run}.data': every run trains on the study's one encoded dataset; "
                 "move data keys to the top-level 'data' section (or make a second study file)"
             )
+    if study.pipeline.runs is not None and not study.pipeline.runs:
+        raise ConfigError("config key 'pipeline.runs': an empty list runs nothing; name runs, or null for every run")
     for i, run in enumerate(study.pipeline.runs or []):
         if run not in study.runs:
             raise ConfigError(
@@ -629,10 +695,14 @@ def _run_overrides(runs: dict[str, Any], run: str, chain: tuple[str, ...] = ()) 
         raise ConfigError(f"config key 'runs': no run named '{run}'{where} (defined: {sorted(runs) or 'none'})")
     if run in chain:
         raise ConfigError(f"config key 'runs.{run}.inherit': inheritance cycle {' -> '.join((*chain, run))}")
+    if not isinstance(runs[run] or {}, dict):
+        raise ConfigError(f"config key 'runs.{run}': a run is a mapping of overrides, not {type(runs[run]).__name__}")
     overrides = dict(runs[run] or {})
     parent = overrides.pop("inherit", None)
     if parent is None:
         return overrides
+    if not isinstance(parent, str):
+        raise ConfigError(f"config key 'runs.{run}.inherit': name one run (e.g. inherit: ism), not {parent!r}")
     return deep_merge(_run_overrides(runs, parent, (*chain, run)), overrides)
 
 
@@ -655,11 +725,10 @@ def resolve_run(raw_study: dict[str, Any], run: str, overrides: list[str] = ()) 
 
 
 def load_run(path: str | Path, run: str, overrides: list[str] = ()) -> RunConfig:
+    """Run ``run`` of the study file ``path``, after validating the whole study (every entry point refuses a
+    broken study before any compute, as the workflow does)."""
     raw = load_yaml(path)
-    try:
-        StudyConfig.model_validate(raw)
-    except ValidationError as err:
-        raise ConfigError(_format_validation_error(err)) from None
+    validate_study(raw)
     return resolve_run(raw, run, overrides)
 
 
@@ -668,6 +737,25 @@ def run_config_from_json(text: str) -> RunConfig:
     return RunConfig.model_validate_json(text)
 
 
+# PyYAML (YAML 1.1, also what Snakemake reads a --configfile with) reads `1e-4` as the string "1e-4"; the library
+# accepts it as the number it means, so the exported schema must too (numbers may come as such strings).
+YAML_FLOAT_STRING = r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$"
+
+
+def _numbers_may_be_strings(node: Any) -> Any:
+    if isinstance(node, dict):
+        node = {key: _numbers_may_be_strings(value) for key, value in node.items()}
+        if node.get("type") == "number":
+            number = {k: v for k, v in node.items() if k not in ("title", "description", "default")}
+            rest = {k: v for k, v in node.items() if k in ("title", "description", "default")}
+            return rest | {"anyOf": [number, {"type": "string", "pattern": YAML_FLOAT_STRING}]}
+        return node
+    if isinstance(node, list):
+        return [_numbers_may_be_strings(item) for item in node]
+    return node
+
+
 def study_json_schema() -> dict[str, Any]:
     """The JSON Schema of a study file (what the Snakefile's ``validate`` uses)."""
-    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **StudyConfig.model_json_schema()}
+    schema = _numbers_may_be_strings(StudyConfig.model_json_schema())
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}

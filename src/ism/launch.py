@@ -83,6 +83,9 @@ class StepBoundarySignal:
             signal.raise_signal(self.signum)
 
 
+LAUNCHER_PID_ENV = "ISM_LAUNCHER_PID"
+
+
 class TrainingJob:
     """The submitted callable: trains one run, resuming from the newest checkpoint of ``workdir``."""
 
@@ -110,6 +113,9 @@ class TrainingJob:
         from ism.train import Trainer
 
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        launcher = os.environ.get(LAUNCHER_PID_ENV)
+        if self.config.launch.cluster == "local" and launcher and launcher.isdigit():
+            _exit_when_gone(int(launcher))
         distributed = _join_process_group()
         torch.set_num_threads(self.config.launch.cpus_per_task)
         boundary = StepBoundarySignal()
@@ -221,8 +227,11 @@ class LaunchError(RuntimeError):
     """The training job failed; the message names the job and its log."""
 
 
-def launch(job: TrainingJob, *, poll_s: float = 2.0, stream: bool = True) -> dict[str, Any]:
-    """Submit ``job``, stream its log while waiting, and cancel it if this process is interrupted."""
+def launch(
+    job: TrainingJob, *, poll_s: float = 2.0, stream: bool = True, watch_pid: int | None = None
+) -> dict[str, Any]:
+    """Submit ``job``, stream its log while waiting, and cancel it if this process is interrupted or the process
+    ``watch_pid`` (the workflow's Snakemake) ends. A local job also ends by itself if this launcher dies."""
     import submitit
 
     cfg = job.config
@@ -233,8 +242,10 @@ def launch(job: TrainingJob, *, poll_s: float = 2.0, stream: bool = True) -> dic
             "rule must run on the submit host (it is a localrule; do not submit it yourself)"
         )
     executor = make_executor(cfg.launch, cfg.name)
+    os.environ[LAUNCHER_PID_ENV] = str(os.getpid())  # a local job watches its launcher (inherits the env)
     with submitit.helpers.clean_env():
         submitted = executor.submit(job)
+    _remove_folder_template(cfg)
     log_path = Path(str(submitted.paths.stdout))
     print(f"submitted run '{cfg.name}' as {cfg.launch.cluster} job {submitted.job_id}; log: {log_path}", flush=True)
     if cfg.launch.cluster == "debug":
@@ -246,6 +257,8 @@ def launch(job: TrainingJob, *, poll_s: float = 2.0, stream: bool = True) -> dic
     try:
         while not submitted.done():
             position = _stream(log_path, position) if stream else position
+            if watch_pid is not None and not _alive(watch_pid):
+                raise KeyboardInterrupt(f"process {watch_pid} (the workflow) ended")
             time.sleep(poll_s)
         _stream(log_path, position) if stream else None
         return _result(submitted, log_path)
@@ -257,6 +270,13 @@ def launch(job: TrainingJob, *, poll_s: float = 2.0, stream: bool = True) -> dic
         raise
     finally:
         signal.signal(signal.SIGTERM, previous)
+        _remove_folder_template(cfg)
+
+
+def _remove_folder_template(cfg: RunConfig) -> None:
+    """submitit creates the folder template itself (a literal '%j' folder) and leaves it empty: remove it."""
+    with contextlib.suppress(OSError):
+        (Path(cfg.launch.folder) / cfg.name / "%j").rmdir()
 
 
 def _stop_local(submitted: Any, grace_s: float = 3.0) -> None:
@@ -290,6 +310,35 @@ def _descendants(pid: int) -> list[int]:
             found.append(child)
             queue.append(child)
     return found
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (a zombie child counts as ended)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    return state != "Z"
+
+
+def _exit_when_gone(pid: int, poll_s: float = 2.0) -> None:
+    """Watchdog of a local job: end this process when its launcher (``ism launch``) has died, e.g. by kill -9,
+    so no orphaned trainer keeps writing. Checkpoints are atomic and the workdir lock dies with the process."""
+
+    def watch() -> None:
+        while _alive(pid):
+            time.sleep(poll_s)
+        log.error("the launcher (pid %d) is gone: stopping this local training job", pid)
+        logging.shutdown()
+        os._exit(1)
+
+    threading.Thread(target=watch, name="ism-launcher-watch", daemon=True).start()
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:

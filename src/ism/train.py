@@ -38,6 +38,7 @@ from ism.method.shortcut import ShortcutObjective, role_logs
 from ism.method.transport import PooledPairing, shards_of_rank
 from ism.models import build_network
 from ism.runtime import autocast, seeded_generator, select_device
+from ism.workdir_lock import exclusive_workdir
 
 log = logging.getLogger(__name__)
 
@@ -271,6 +272,12 @@ class Trainer:
         return logs
 
     def run(self, until_step: int | None = None) -> TrainResult:
+        """Train until ``until_step`` (or the end), holding the workdir's lock (one writer, DESIGN D10)."""
+        lock = exclusive_workdir(self.workdir) if self.is_main_process else contextlib.nullcontext()
+        with lock:
+            return self._run(until_step)
+
+    def _run(self, until_step: int | None) -> TrainResult:
         t = self.cfg.train
         self.resume()
         end = t.steps if until_step is None else min(until_step, t.steps)

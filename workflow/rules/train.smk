@@ -1,5 +1,6 @@
 # Training goes through submitit (D1): this rule runs on the submit host, submits one job (local, slurm or
 # debug per launch.cluster), streams its log and waits; SLURM time limits and preemptions requeue and resume.
+# --watch-pid $PPID: the shell's parent is Snakemake; if it is killed (even with -9) the launcher cancels the job.
 
 
 localrules:
@@ -24,4 +25,4 @@ rule train:
         latents=latents_folder,
         training=training_key,
     shell:
-        "{params.ism_bin} launch --config {params.study:q} --run {wildcards.run} --latents {params.latents:q} --workdir work/{wildcards.run} --output {output.model:q} --live-dir models/{wildcards.run}/train_log > {log:q} 2>&1"
+        "{params.ism_bin} launch --config {params.study:q} --run {wildcards.run} --latents {params.latents:q} --workdir work/{wildcards.run} --output {output.model:q} --live-dir models/{wildcards.run}/train_log --watch-pid $PPID > {log:q} 2>&1"
