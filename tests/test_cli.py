@@ -73,4 +73,6 @@ def test_train_then_sample(tmp_path):
             assert f["arr_0"].shape == (8, 8, 8, 1)
         assert (tmp_path / "results" / "sm" / "samples" / f"steps{n}.png").stat().st_size > 0
     bad = ism("sample", "--checkpoint", str(model), "--steps", "3", cwd=tmp_path)
-    assert bad.returncode == 2 and "--steps [3]" in bad.stderr
+    assert bad.returncode == 2 and "argument --steps: 3 is not a power of two" in bad.stderr
+    too_fine = ism("sample", "--checkpoint", str(model), "--steps", "256", cwd=tmp_path)
+    assert too_fine.returncode == 2 and "--steps [256]" in too_fine.stderr and "base_steps=128" in too_fine.stderr

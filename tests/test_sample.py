@@ -114,3 +114,56 @@ def test_tile_images_places_each_image_in_row_major_order_with_white_padding():
     np.testing.assert_array_equal(grid[1:3, 4:6, 0], images[1, 0])
     np.testing.assert_array_equal(grid[4:6, 1:3, 0], images[2, 0])
     assert (grid[4:6, 4:6] == 255).all()  # no fourth image: left blank
+
+
+# -------------------------------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"num_images": 0}, r"--num-images 0: must be a positive"),
+        ({"batch_size": -5}, r"--batch-size -5: must be a positive"),
+        ({"num_shards": 0}, r"--num-shards 0: must be a positive"),
+        ({"shard": 5, "num_shards": 2}, r"--shard 5: with --num-shards 2 shards are numbered 0\.\.1"),
+    ],
+)
+def test_bad_counts_are_refused_before_the_model_is_read(tmp_path, kwargs, message):
+    from ism.config import ConfigError
+    from ism.sample import sample_to_files
+
+    with pytest.raises(ConfigError, match=message):  # the model file does not even exist
+        sample_to_files(tmp_path / "missing.pt", tmp_path / "out", [1], progress=False, **kwargs)
+    with pytest.raises(ConfigError, match=r"--steps \[3\]"):
+        sample_to_files(tmp_path / "missing.pt", tmp_path / "out", [1, 3], progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_out_dir_under_a_file_is_refused_before_the_model_is_read(tmp_path):
+    from ism.config import ConfigError
+    from ism.sample import sample_to_files
+
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(ConfigError, match=r"--out-dir '.*notes\.txt/samples' cannot be written: .* is a regular file"):
+        sample_to_files(tmp_path / "missing.pt", tmp_path / "notes.txt" / "samples", [1], progress=False)
+
+
+def test_merge_names_the_shard_that_does_not_fit(trained_model, tmp_path):
+    from ism.config import ConfigError
+    from ism.sample import merge_sample_shards, sample_to_files
+
+    common = {"num_images": 6, "batch_size": 2, "progress": False, "device": "cpu", "num_shards": 2}
+    first, second = (sample_to_files(trained_model, tmp_path / "a", [1], shard=i, **common)[0] for i in (0, 1))
+    other = sample_to_files(trained_model, tmp_path / "b", [1], shard=1, seed=7, **common)[0]
+    out = tmp_path / "merged" / "steps1.npz"
+    with pytest.raises(ConfigError, match=rf"'{other}' has seed=7 but '{first}' has 0"):
+        merge_sample_shards([first, other], out)
+    with pytest.raises(ConfigError, match=rf"'{second}' is shard 1 of 2, not shard 0 of the 2 files given"):
+        merge_sample_shards([second, first], out)
+    with pytest.raises(ConfigError, match=rf"'{first}' is shard 0 of 2, not shard 0 of the 1 files given"):
+        merge_sample_shards([first], out)
+    (tmp_path / "junk.npz").write_text("not numpy")
+    with pytest.raises(ConfigError, match=r"junk\.npz' is not a samples file written by 'ism sample'"):
+        merge_sample_shards([first, tmp_path / "junk.npz"], out)
+    assert not out.parent.exists()
+    assert merge_sample_shards([first, second], out) == out and out.is_file()

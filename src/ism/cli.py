@@ -32,6 +32,47 @@ and a preview grid OUT_DIR/steps<N>.png for every budget N.
 """
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1 (0 would otherwise fall back to the config in silence)."""
+    value = _whole_number(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive whole number")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = _whole_number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative: shards are numbered from 0")
+    return value
+
+
+def _step_budget(text: str) -> int:
+    """argparse type: a power of two (1, 2, 4, ...); the model's method.base_steps caps it after loading."""
+    value = _whole_number(text)
+    if value < 1 or value & (value - 1):
+        raise argparse.ArgumentTypeError(f"{value} is not a power of two (1, 2, 4, ..., 128)")
+    return value
+
+
+def _whole_number(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+
+
+def _one_line_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Report a bad or missing argument of this sub-command as the single line ``ism: error: ...`` (exit 2)."""
+    command = parser.prog.split()[-1]
+
+    def error(message: str):
+        parser.exit(2, f"ism: error: {message} (see 'ism {command} --help')\n")
+
+    parser.error = error  # type: ignore[method-assign]
+    return parser
+
+
 def _train_common() -> argparse.ArgumentParser:
     """Arguments shared by 'train' (in this process) and 'launch' (as a submitit job)."""
     common = argparse.ArgumentParser(add_help=False)
@@ -99,14 +140,14 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument(
         "--steps",
         required=True,
-        type=int,
+        type=_step_budget,
         nargs="+",
         metavar="N",
         help="step budgets, powers of two up to method.base_steps (e.g. 1 2 4 128)",
     )
     sample.add_argument("--out-dir", type=Path, help="output folder (default: results/RUN/samples)")
-    sample.add_argument("--num-images", type=int, help="images per budget (default: sample.num_images)")
-    sample.add_argument("--batch-size", type=int, help="images per batch (default: sample.batch_size)")
+    sample.add_argument("--num-images", type=_positive_int, help="images per budget (default: sample.num_images)")
+    sample.add_argument("--batch-size", type=_positive_int, help="images per batch (default: sample.batch_size)")
     sample.add_argument("--seed", type=int, help="seed of noise and labels (default: sample.seed)")
     sample.add_argument("--weights", help="'online' or an EMA name from train.ema (default: sample.weights)")
     sample.add_argument(
@@ -124,8 +165,13 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     sample.add_argument("--config", help="study file whose 'sample' section applies (default: the model's own)")
     sample.add_argument("--run", help="with --config: the run whose 'sample' section applies")
-    sample.add_argument("--shard", type=int, default=0, help="shard I of --num-shards (a contiguous block of batches)")
-    sample.add_argument("--num-shards", type=int, default=1, help="split each file into this many jobs (default 1)")
+    sample.add_argument(
+        "--shard", type=_non_negative_int, default=0, help="shard I of --num-shards (a contiguous block of batches)"
+    )
+    sample.add_argument(
+        "--num-shards", type=_positive_int, default=1, help="split each file into this many jobs (default 1)"
+    )
+    _one_line_errors(sample)
 
     merge = sub.add_parser(
         "merge-samples",
@@ -134,6 +180,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     merge.add_argument("shards", nargs="+", type=Path, help="shard files in shard order")
     merge.add_argument("--out", required=True, type=Path, help="merged samples file")
+    _one_line_errors(merge)
 
     encode = sub.add_parser(
         "encode",
@@ -143,9 +190,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     encode.add_argument("--config", required=True, help="study YAML file")
     encode.add_argument("--out-dir", required=True, type=Path, help="latents folder (e.g. data/latents/digits)")
-    encode.add_argument("--shard", type=int, default=0, help="which shard to encode (default 0)")
-    encode.add_argument("--num-shards", type=int, default=1, help="number of shards (default 1)")
+    encode.add_argument("--shard", type=_non_negative_int, default=0, help="which shard to encode (default 0)")
+    encode.add_argument("--num-shards", type=_positive_int, default=1, help="number of shards (default 1)")
     encode.add_argument("--merge", action="store_true", help="merge the shards instead of encoding one")
+    _one_line_errors(encode)
 
     reference = sub.add_parser(
         "fid-reference",
@@ -250,6 +298,7 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 
 def _encode(args: argparse.Namespace) -> None:
+    _check_encode_inputs(args)
     from ism import study
 
     if args.merge:
@@ -259,6 +308,39 @@ def _encode(args: argparse.Namespace) -> None:
             args.config, args.out_dir, shard=args.shard, num_shards=args.num_shards, progress=not args.quiet
         )
     print(path)
+
+
+def _check_encode_inputs(args: argparse.Namespace) -> None:
+    """Everything 'ism encode' can know before computing: the shard numbers, the output folder, and for an image
+    folder that every image this shard answers for (its train block and its test block) decodes."""
+    from ism.config import load_yaml, resolve_run, validate_study  # not ism.study: a refusal stays quick
+    from ism.data import DataError
+    from ism.data.datasets import IMAGE_DATASETS, check_imagefolder
+    from ism.data.encode import EncodeError, output_folder_problem
+
+    if not args.merge and args.shard >= args.num_shards:
+        raise EncodeError(
+            f"--shard {args.shard}: with --num-shards {args.num_shards} shards are numbered 0..{args.num_shards - 1}"
+        )
+    problem = output_folder_problem(args.out_dir)
+    if problem:
+        raise EncodeError(f"--out-dir '{args.out_dir}' cannot be written: {problem}")
+    raw = load_yaml(args.config)
+    d = resolve_run(raw, next(iter(validate_study(raw).runs))).data  # runs may not override 'data'
+    if d.dataset not in IMAGE_DATASETS:
+        raise DataError(
+            f"data.dataset '{d.dataset}' is a set of 2-D points, not images: it has no encoding stage "
+            "(ism train reads it directly)"
+        )
+    if d.dataset != "imagefolder":
+        return
+    if args.merge:
+        if d.image_size is None:
+            raise DataError(
+                "data.image_size is null but an encoded image folder needs one fixed size: set data.image_size"
+            )
+        return
+    check_imagefolder(d.root, d.test_fraction, d.split_seed, d.image_size, shard=args.shard, num_shards=args.num_shards)
 
 
 def _fid_reference(args: argparse.Namespace) -> None:

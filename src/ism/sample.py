@@ -24,6 +24,7 @@ from ism.atomic import write_bytes
 from ism.checkpoint import MODEL_FORMAT, CheckpointError, safe_load
 from ism.config import ConfigError, RunConfig, is_power_of_two, run_config_from_json
 from ism.data import model_to_uint8
+from ism.data.encode import output_folder_problem
 from ism.method.shortcut import guided
 from ism.models import build_network
 from ism.runtime import seeded_generator, select_device
@@ -145,8 +146,7 @@ def generate(
     level = query_level(cfg, steps)
     images, labels = [], []
     num_batches = math.ceil(num_images / batch_size)
-    if not 0 <= shard < num_shards:
-        raise ConfigError(f"--shard {shard}: shards are numbered 0..{num_shards - 1}")
+    _check_counts(num_images, batch_size, shard, num_shards)
     mine = np.array_split(np.arange(num_batches), num_shards)[shard].tolist()
     for b in tqdm(mine, disable=not progress, desc=f"sample N={steps}"):
         n = min(batch_size, num_images - b * batch_size)
@@ -263,6 +263,24 @@ def to_pixels(trained: TrainedModel, samples: torch.Tensor) -> torch.Tensor:
     return decode_latents(samples, trained.encoding)
 
 
+def _check_counts(num_images: int | None, batch_size: int | None, shard: int, num_shards: int) -> None:
+    """One-line errors for the counts a user types (None = take the config's value)."""
+    for option, value in (("--num-images", num_images), ("--batch-size", batch_size)):
+        if value is not None and not (isinstance(value, int) and value >= 1):
+            raise ConfigError(f"{option} {value}: must be a positive whole number (leave it out for the config's)")
+    if not (isinstance(num_shards, int) and num_shards >= 1):
+        raise ConfigError(f"--num-shards {num_shards}: must be a positive whole number (1 = no sharding)")
+    if not 0 <= shard < num_shards:
+        raise ConfigError(f"--shard {shard}: with --num-shards {num_shards} shards are numbered 0..{num_shards - 1}")
+
+
+def check_output_folder(folder: str | Path, option: str) -> None:
+    """Refuse, in one line and before any compute, an output folder that cannot be created or written."""
+    problem = output_folder_problem(folder)
+    if problem:
+        raise ConfigError(f"{option} '{folder}' cannot be written: {problem}")
+
+
 def sample_to_files(
     model_path: str | Path,
     out_dir: str | Path | None,
@@ -287,6 +305,12 @@ def sample_to_files(
     :func:`merge_sample_shards` joins them. ``settings`` (a SampleConfig, e.g. the study's current ``sample``
     section) replaces the one stored in the model file, so sampling changes need no retraining.
     """
+    _check_counts(num_images, batch_size, shard, num_shards)
+    not_powers = [n for n in budgets if not is_power_of_two(n)]
+    if not budgets or not_powers:
+        raise ConfigError(f"--steps {not_powers or budgets}: budgets must be powers of two (1, 2, 4, ..., 128)")
+    if out_dir is not None:
+        check_output_folder(out_dir, "--out-dir")  # before the model is even loaded
     dev = select_device(device)
     trained = load_trained(model_path, weights=weights or (settings.weights if settings else None), device=dev)
     if settings is not None:
@@ -306,15 +330,18 @@ def sample_to_files(
     else:
         scales = [None]
     s = cfg.sample
-    out_dir = Path(out_dir) if out_dir is not None else Path("results") / cfg.name / "samples"
+    if out_dir is None:
+        out_dir = Path("results") / cfg.name / "samples"
+        check_output_folder(out_dir, "the default --out-dir")
+    out_dir = Path(out_dir)
     written = []
     for steps in budgets:
         for w in scales:
             samples, labels, meta = generate(
                 trained,
                 steps,
-                num_images=num_images or s.num_images,
-                batch_size=batch_size or s.batch_size,
+                num_images=s.num_images if num_images is None else num_images,
+                batch_size=s.batch_size if batch_size is None else batch_size,
                 seed=s.seed if seed is None else seed,
                 cfg_scale=cfg_scale,
                 guidance=w,
@@ -336,27 +363,51 @@ def sample_to_files(
 
 
 def merge_sample_shards(shards: list[str | Path], out: str | Path) -> Path:
-    """Concatenate shard files (in shard order) into ``out`` (+ its grid ``out`` with .png); checks they fit."""
+    """Concatenate shard files (in shard order) into ``out`` (+ its grid ``out`` with .png); checks they fit.
+
+    Every shard is read and checked (a samples file, shard i of one ``ism sample --num-shards S`` call, the same
+    model and settings as the first) before ``out`` is written; a problem is one line naming the file.
+    """
     out = Path(out)
-    arrays, labels, metas = [], [], []
-    for i, path in enumerate(shards):
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"sample shard '{path}' does not exist (sample it with 'ism sample --shard {i}')")
-        with np.load(path, allow_pickle=False) as f:
-            arrays.append(f["arr_0"])
-            labels.append(f["labels"])
-            metas.append(json.loads(str(f["meta"])))
-    order = [m.get("shard", [0, 1]) for m in metas]
-    if order != [[i, len(shards)] for i in range(len(shards))]:
-        raise ConfigError(f"sample shards {[str(p) for p in shards]} are not shards 0..{len(shards) - 1} in order")
+    if out.is_dir():
+        raise ConfigError(f"--out '{out}' is a folder: pass the merged samples file to write, e.g. '{out}/steps1.npz'")
+    problem = output_folder_problem(out.parent)
+    if problem:
+        raise ConfigError(f"--out '{out}' cannot be written: {problem}")
+    paths = [Path(path) for path in shards]
+    read = [_read_shard(path, i) for i, path in enumerate(paths)]
+    arrays, labels, metas = (list(column) for column in zip(*read, strict=True))
+    total = len(paths)
+    for i, (path, meta) in enumerate(zip(paths, metas, strict=True)):
+        position = meta.get("shard", [0, 1])
+        if position != [i, total]:
+            valid = isinstance(position, list) and len(position) == 2
+            what, of = (f"shard {position[0]} of {position[1]}", position[1]) if valid else (f"{position!r}", "S")
+            raise ConfigError(
+                f"sample shard '{path}' is {what}, not shard {i} of the {total} files given: "
+                f"pass every shard of one 'ism sample --num-shards {of}' call, in shard order"
+            )
     keep = ("run", "steps", "guidance", "seed", "batch_size", "num_images", "weights", "train_step")
-    if any({k: m.get(k) for k in keep} != {k: metas[0].get(k) for k in keep} for m in metas):
-        raise ConfigError(f"sample shards {[str(p) for p in shards]} come from different models or settings")
-    meta = {**metas[0], "shard": [0, 1], "merged_from": len(shards)}
+    for path, meta, array in zip(paths[1:], metas[1:], arrays[1:], strict=True):
+        differs = [key for key in keep if meta.get(key) != metas[0].get(key)]
+        if differs:
+            key = differs[0]
+            raise ConfigError(
+                f"sample shard '{path}' has {key}={meta.get(key)!r} but '{paths[0]}' has {metas[0].get(key)!r}: "
+                "merge the shards of one 'ism sample' call"
+            )
+        if array.shape[1:] != arrays[0].shape[1:] or array.dtype != arrays[0].dtype:
+            raise ConfigError(
+                f"sample shard '{path}' holds {array.dtype} samples of shape {list(array.shape[1:])} but "
+                f"'{paths[0]}' holds {arrays[0].dtype} of {list(arrays[0].shape[1:])}: merge the shards of one call"
+            )
+    meta = {**metas[0], "shard": [0, 1], "merged_from": total}
     array = np.concatenate(arrays)
     if len(array) != meta["num_images"]:
-        raise ConfigError(f"sample shards hold {len(array)} images, expected {meta['num_images']}")
+        raise ConfigError(
+            f"sample shards {[str(p) for p in paths]} hold {len(array)} images, expected {meta['num_images']}: "
+            "sample the shards again"
+        )
     buffer = io.BytesIO()
     np.savez(buffer, arr_0=array, labels=np.concatenate(labels), meta=np.array(json.dumps(meta)))
     write_bytes(out, buffer.getvalue())
@@ -364,3 +415,23 @@ def merge_sample_shards(shards: list[str | Path], out: str | Path) -> Path:
         pixels = torch.from_numpy(array).permute(0, 3, 1, 2).float() / 127.5 - 1
         save_grid(out.with_suffix(".png"), pixels)
     return out
+
+
+def _read_shard(path: Path, index: int) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """(samples, labels, meta) of one shard file, or one ConfigError naming it."""
+    if not path.is_file():
+        raise FileNotFoundError(f"sample shard '{path}' does not exist (sample it with 'ism sample --shard {index}')")
+    fix = f"sample it again with 'ism sample --shard {index}'"
+    try:
+        with np.load(path, allow_pickle=False) as loaded:
+            files = getattr(loaded, "files", None)
+            if files is None or not {"arr_0", "labels", "meta"} <= set(files):
+                raise ConfigError(f"sample shard '{path}' lacks arr_0, labels or meta: {fix}")
+            array, labels, meta = loaded["arr_0"], loaded["labels"], json.loads(str(loaded["meta"]))
+    except ConfigError:
+        raise
+    except Exception as err:  # numpy and zipfile raise ValueError, OSError, BadZipFile, EOFError, ...
+        raise ConfigError(f"sample shard '{path}' is not a samples file written by 'ism sample': {fix}") from err
+    if not isinstance(meta, dict) or len(labels) != len(array):
+        raise ConfigError(f"sample shard '{path}' has inconsistent labels or meta: {fix}")
+    return array, labels, meta

@@ -335,3 +335,61 @@ def test_imagefolder_too_small_test_fraction_is_a_data_error(tmp_path: Path):
     make_gray_folder(tmp_path)
     with pytest.raises(DataError, match=r"data\.test_fraction"):
         load_dataset("imagefolder", root=str(tmp_path), test_fraction=0.1)
+
+
+# ------------------------------------------------------------------------------- checking before encoding
+
+
+def test_read_image_names_a_text_file_renamed_png(tmp_path: Path):
+    from ism.data.datasets import read_image
+
+    fake = tmp_path / "fake.png"
+    fake.write_text("hello\n")
+    with pytest.raises(DataError) as caught:
+        read_image(fake)
+    assert str(caught.value) == f"cannot read image '{fake}' (not a PNG or JPEG image): remove or replace the file"
+
+
+def test_an_unlistable_folder_is_one_data_error(tmp_path: Path, monkeypatch):
+    make_gray_folder(tmp_path)
+
+    def denied(self):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "iterdir", denied)
+    with pytest.raises(
+        DataError, match=r"cannot list the image folder '.*' \(.*Permission denied.*\): make it readable"
+    ):
+        load_dataset("imagefolder", root=str(tmp_path))
+
+
+def test_check_imagefolder_decodes_the_test_split_too(tmp_path: Path):
+    from ism.data.datasets import check_imagefolder, split_imagefolder
+
+    make_gray_folder(tmp_path)
+    assert check_imagefolder(str(tmp_path), 0.4, 0, 4) == 9  # one shard answers for every image of both splits
+    _, test, _ = split_imagefolder(str(tmp_path), 0.4, 0)
+    held_out = test.paths[-1]
+    held_out.write_bytes(held_out.read_bytes()[:-30])
+    with pytest.raises(DataError, match="remove or replace the file") as caught:
+        check_imagefolder(str(tmp_path), 0.4, 0, 4)
+    assert f"'{held_out}'" in str(caught.value)
+    # With shards, shard i checks block i of each split: together they check everything, each only its share.
+    results = []
+    for shard in range(2):
+        try:
+            results.append(check_imagefolder(str(tmp_path), 0.4, 0, 4, shard=shard, num_shards=2))
+        except DataError as err:
+            results.append(str(err))
+    assert sum(isinstance(r, str) and str(held_out) in r for r in results) == 1
+
+
+def test_check_imagefolder_without_image_size_names_mixed_sizes_or_the_key(tmp_path: Path):
+    from ism.data.datasets import check_imagefolder
+
+    make_gray_folder(tmp_path)
+    with pytest.raises(DataError, match=r"data\.image_size is null .*\(these images are 6x4 \(width x height\)\)"):
+        check_imagefolder(str(tmp_path), 0.4, 0, None)
+    write_png(tmp_path / "apple" / "odd.png", np.zeros((5, 7), np.uint8))
+    with pytest.raises(DataError, match=r"images differ in size: .* is 7x5 .*set data\.image_size"):
+        check_imagefolder(str(tmp_path), 0.4, 0, None)

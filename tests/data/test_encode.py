@@ -363,3 +363,30 @@ def test_adm_center_crop_keeps_the_centre():
     pixels[:, 20:60] = 255  # a white centred square on black side bands
     cropped = np.asarray(adm_center_crop(Image.fromarray(pixels), 20))
     assert cropped.shape == (20, 20) and (cropped == 255).all()
+
+
+def test_output_folder_problem_names_a_file_in_the_way(tmp_path):
+    from ism.data.encode import output_folder_problem
+
+    (tmp_path / "notes.txt").write_text("x")
+    assert output_folder_problem(tmp_path / "new" / "deeper") is None
+    assert "'" + str(tmp_path / "notes.txt") + "' is a regular file" in output_folder_problem(
+        tmp_path / "notes.txt" / "x"
+    )
+    assert "is a regular file" in output_folder_problem(tmp_path / "notes.txt")
+    assert not (tmp_path / "new").exists(), "checking creates nothing"
+
+
+def test_encode_refuses_a_latents_folder_under_a_file_before_writing(digits, tmp_path):
+    images, labels, _ = digits
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(EncodeError, match=r"cannot write the latents folder .*notes\.txt' is a regular file"):
+        encode_shard(images, labels, tmp_path / "notes.txt" / "latents", shard=0, num_shards=1, progress=False)
+
+
+def test_merge_names_the_command_that_makes_a_missing_shard(digits, tmp_path):
+    images, labels, class_names = digits
+    encode_shard(images, labels, tmp_path, shard=0, num_shards=2, progress=False)
+    with pytest.raises(EncodeError, match=r"shard-00001-of-00002\.npy' is missing: .*--shard 1 --num-shards 2"):
+        merge_shards(tmp_path, 2, digits_meta(len(images), class_names))
+    assert visible_files(tmp_path) == {"shard-00000-of-00002.npy", "shard-00000-of-00002.labels.npy"}

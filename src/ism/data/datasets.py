@@ -23,6 +23,7 @@ from ism.data.images import uint8_to_model
 from ism.data.toy import checkerboard, eight_gaussians
 
 DATASETS: tuple[str, ...] = ("digits", "mnist5k", "imagefolder", "checkerboard", "eight_gaussians")
+IMAGE_DATASETS: tuple[str, ...] = ("digits", "mnist5k", "imagefolder")  # the others are 2-D point sets
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg"})
 # Modes kept as one channel. 16-bit modes are scaled to 8 bits ourselves: PIL's convert("L") clips them.
@@ -167,7 +168,7 @@ def _read_imagefolder(root: str | None, image_size: int | None) -> _LabelledImag
     labels = label_array.tolist()
     arrays = [_read_image(path, image_size) for path in paths]
     if image_size is None:
-        _check_same_size(paths, arrays)
+        _check_same_size(paths, [a.shape[:2] for a in arrays])
     pixels = _stack_channels_first(arrays)
     return _LabelledImages(pixels, np.asarray(labels, dtype=np.int64), class_names)
 
@@ -175,7 +176,7 @@ def _read_imagefolder(root: str | None, image_size: int | None) -> _LabelledImag
 def list_imagefolder(root: str | None) -> tuple[list[Path], np.ndarray, tuple[str, ...]]:
     """(image paths, int64 labels, class names) of ``root/<class>/*``, sorted, without reading any image."""
     folder = _checked_root(root)
-    class_dirs = sorted((p for p in folder.iterdir() if p.is_dir() and not _is_hidden(p)), key=lambda p: p.name)
+    class_dirs = sorted((p for p in _listing(folder) if p.is_dir() and not _is_hidden(p)), key=lambda p: p.name)
     if not class_dirs:
         raise DataError(
             f"data.root '{folder}' has no class sub-folders: put each class's images in its own sub-folder, "
@@ -230,23 +231,86 @@ def _is_hidden(path: Path) -> bool:
     return path.name.startswith(".")
 
 
+def _listing(folder: Path) -> list[Path]:
+    try:
+        return list(folder.iterdir())
+    except OSError as err:  # PermissionError, or an I/O error of a network file system
+        raise DataError(
+            f"cannot list the image folder '{folder}' ({_one_line(err)}): make it readable by this user"
+        ) from err
+
+
 def _image_files(class_dir: Path) -> list[Path]:
     return sorted(
-        p for p in class_dir.iterdir() if p.is_file() and not _is_hidden(p) and p.suffix.lower() in IMAGE_EXTENSIONS
+        p for p in _listing(class_dir) if p.is_file() and not _is_hidden(p) and p.suffix.lower() in IMAGE_EXTENSIONS
     )
+
+
+def read_image(path: str | Path) -> Image.Image:
+    """The one way ism reads an image file: fully decoded, as 8-bit "L" (grayscale) or "RGB".
+
+    Every failure (missing or unreadable file, not an image, truncated or corrupt data, a decompression bomb) is
+    one :class:`DataError` naming the file, so ``ism train`` and ``ism encode`` report a bad file alike.
+    """
+    try:
+        with Image.open(path) as opened:
+            opened.load()  # decodes every byte: a truncated or corrupt file fails here, not later in a job
+            return _to_8bit(opened)
+    except Image.UnidentifiedImageError as err:
+        raise DataError(f"cannot read image '{path}' (not a PNG or JPEG image): remove or replace the file") from err
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+        raise DataError(f"cannot read image '{path}' ({_one_line(err)}): remove or replace the file") from err
 
 
 def _read_image(path: Path, image_size: int | None) -> np.ndarray:
     """One image as uint8 (H, W) if grayscale or (H, W, 3) otherwise, centre-cropped and resized if asked."""
-    try:
-        with Image.open(path) as opened:
-            opened.load()
-            image = _to_8bit(opened)
-            if image_size is not None:
-                image = _centre_crop_resize(image, image_size)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
-        raise DataError(f"cannot read image '{path}' ({_one_line(err)}): remove or replace the file") from err
+    image = read_image(path)
+    if image_size is not None:
+        image = _centre_crop_resize(image, image_size)
     return np.asarray(image, dtype=np.uint8)
+
+
+def check_imagefolder(
+    root: str | None,
+    test_fraction: float,
+    split_seed: int,
+    image_size: int | None,
+    *,
+    shard: int = 0,
+    num_shards: int = 1,
+) -> int:
+    """Decode every image that encoding shard ``shard`` of ``num_shards`` answers for; return how many.
+
+    That is block ``shard`` of the train split (the images the shard encodes) and block ``shard`` of the test
+    split (the held-out images of the FID floor), so the shards together check every image of both splits before
+    any of them computes, and one shard (the default) checks all. The first bad file raises :class:`DataError`.
+    An encoded folder needs a fixed ``data.image_size``: without one, images of two sizes are named (as
+    :func:`load_dataset` names them), and same-sized images are refused with the key to set.
+    """
+    if image_size is not None and image_size < 1:
+        raise DataError(f"data.image_size must be a positive number of pixels, got {image_size}")
+    train, test, _ = split_imagefolder(root, test_fraction, split_seed)
+    if not 0 <= shard < num_shards:
+        raise DataError(f"shard {shard} is not one of the {num_shards} shards (0..{num_shards - 1})")
+    paths = [side.paths[slice(*_block(len(side.paths), shard, num_shards))] for side in (train, test)]
+    checked = [path for side in paths for path in side]
+    heights_widths = [read_image(path).size[::-1] for path in checked]
+    if image_size is None:
+        if checked:
+            _check_same_size(checked, heights_widths)
+        size = f" (these images are {_describe_size(heights_widths[0])})" if checked else ""
+        raise DataError(
+            f"data.image_size is null but an encoded image folder needs one fixed size{size}: set data.image_size "
+            "to the side in pixels every image is centre-cropped and resized to"
+        )
+    return len(checked)
+
+
+def _block(num_items: int, shard: int, num_shards: int) -> tuple[int, int]:
+    """[start, stop) of contiguous block ``shard`` of ``num_shards``, as ``np.array_split`` splits."""
+    base, extra = divmod(num_items, num_shards)
+    start = shard * base + min(shard, extra)
+    return start, start + base + (1 if shard < extra else 0)
 
 
 def _to_8bit(image: Image.Image) -> Image.Image:
@@ -274,13 +338,13 @@ def _centre_crop_resize(image: Image.Image, size: int) -> Image.Image:
     return square.resize((size, size), resample=Image.Resampling.BICUBIC, reducing_gap=3.0)
 
 
-def _check_same_size(paths: list[Path], arrays: list[np.ndarray]) -> None:
-    first_hw = arrays[0].shape[:2]
-    for path, array in zip(paths, arrays, strict=True):
-        if array.shape[:2] != first_hw:
+def _check_same_size(paths: list[Path], heights_widths: list[tuple[int, ...]]) -> None:
+    first_hw = heights_widths[0]
+    for path, height_width in zip(paths, heights_widths, strict=True):
+        if height_width != first_hw:
             raise DataError(
                 f"images differ in size: '{paths[0]}' is {_describe_size(first_hw)} but '{path}' is "
-                f"{_describe_size(array.shape[:2])}: set data.image_size to centre-crop and resize them all"
+                f"{_describe_size(height_width)}: set data.image_size to centre-crop and resize them all"
             )
 
 

@@ -109,6 +109,9 @@ def encode_shard(
     _check_shard(shard, num_shards, len(images))
     if batch_size < 1:
         raise EncodeError(f"batch_size must be a positive number of images, got {batch_size}")
+    problem = output_folder_problem(out_dir)
+    if problem:
+        raise EncodeError(f"cannot write the latents folder '{out_dir}': {problem}")
     copies = 2 if flips else 1
     if encoder == "identity":
         encode_batch = _identity_encoder
@@ -134,6 +137,23 @@ def encode_shard(
         _write_npy_stream(latents_path, (stop - start) * copies, batches())
     _write_npy(labels_path, np.repeat(label_array[start:stop], copies))
     return latents_path
+
+
+def output_folder_problem(folder: str | Path) -> str | None:
+    """Why ``folder`` could not be created or written into, or None; creates nothing (checked before compute)."""
+    folder = Path(folder)
+    existing = folder
+    try:
+        while not existing.exists() and existing.parent != existing:
+            existing = existing.parent
+        if not existing.is_dir():
+            kind = "a regular file" if existing.is_file() else "not a folder"
+            return f"'{existing}' is {kind}: choose another output folder or move the file away"
+        if not os.access(existing, os.W_OK | os.X_OK):
+            return f"'{existing}' is not writable by this user: choose another output folder"
+    except OSError as err:
+        return f"{_one_line(err)}: choose another output folder"
+    return None
 
 
 def _check_encoder(encoder: str) -> None:
@@ -336,7 +356,10 @@ def _open_shard(out: Path, shard: int, num_shards: int) -> tuple[Path, np.ndarra
     latents_path, labels_path = shard_paths(out, shard, num_shards)
     for path in (latents_path, labels_path):
         if not path.is_file():
-            raise EncodeError(f"shard file '{path}' is missing: re-run the encoding of shard {shard}")
+            raise EncodeError(
+                f"shard file '{path}' is missing: encode it first (ism encode --shard {shard} "
+                f"--num-shards {num_shards}), or merge with the --num-shards the shards were encoded with"
+            )
     latents = _load_npy(latents_path, f"re-run the encoding of shard {shard}")
     labels = _load_npy(labels_path, f"re-run the encoding of shard {shard}")
     if latents.ndim != 4 or latents.dtype != np.float32:
