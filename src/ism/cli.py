@@ -258,6 +258,8 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--metrics", nargs="+", type=Path, help="only these metrics files (default: all found)")
     report.add_argument("--floor", type=Path, help="metrics JSON of real held-out images ('ism evaluate --floor')")
     report.add_argument("--out-dir", type=Path, default=Path("results"), help="where to write (default: results)")
+    for command in sub.choices.values():  # every sub-command: a bad or missing argument is one line, exit 2
+        _one_line_errors(command)
     return parser
 
 

@@ -249,12 +249,10 @@ class ImageFiles(torch.utils.data.Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        from PIL import Image
-
+        from ism.data.datasets import read_image  # the one reader: a bad file is one DataError naming it
         from ism.data.encode import adm_center_crop
 
-        with Image.open(self.paths[i]) as image:
-            array = np.asarray(adm_center_crop(image.convert("RGB"), self.image_size))
+        array = np.asarray(adm_center_crop(read_image(self.paths[i]).convert("RGB"), self.image_size))
         return torch.from_numpy(array.copy()).permute(2, 0, 1)
 
 

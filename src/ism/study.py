@@ -15,6 +15,7 @@ import torch
 
 from ism.atomic import write_json
 from ism.config import RunConfig, StudyConfig, load_yaml, resolve_run, validate_study
+from ism.data import DataError
 from ism.evaluate import (
     MIN_IMAGES,
     EvaluateError,
@@ -68,7 +69,7 @@ def real_images(cfg: RunConfig, side: str) -> tuple[Any, np.ndarray, int, tuple[
         from ism.data.datasets import split_imagefolder
 
         if d.image_size is None:
-            raise ValueError("config key 'data.image_size': an encoded image folder needs a fixed size (e.g. 256)")
+            raise DataError("config key 'data.image_size': an encoded image folder needs a fixed size (e.g. 256)")
         train, test, names = split_imagefolder(d.root, d.test_fraction, d.split_seed)
         chosen = train if side == "train" else test
         return _LazyImages(ImageFiles(chosen.paths, d.image_size)), chosen.labels, len(names), names
@@ -78,7 +79,7 @@ def real_images(cfg: RunConfig, side: str) -> tuple[Any, np.ndarray, int, tuple[
     data = load_data(cfg)
     split = data.train if side == "train" else data.test
     if split.images.dim() != 4:
-        raise ValueError(f"config key 'data.dataset': '{d.dataset}' is not an image set; it has no encoding stage")
+        raise DataError(f"config key 'data.dataset': '{d.dataset}' is not an image set; it has no encoding stage")
     return model_to_uint8(split.images), split.labels.numpy(), data.num_classes, data.class_names
 
 
