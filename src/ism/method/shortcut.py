@@ -254,6 +254,9 @@ class ShortcutObjective:
                 torch.full((num_guidance,), GUIDANCE, dtype=torch.long, device=device),
             ]
         )
+        noise = None  # drawn first: the single-process step draws exactly what it drew before layouts existed
+        if noise_shape is not None:
+            noise = torch.randn((batch_size, *noise_shape), generator=generator, device=device, dtype=dtype)
         k_sc = self_consistency_levels(num_sc, m.max_level, device)
         k = torch.cat([k_sc, torch.full((num_fm,), m.max_level, dtype=torch.long, device=device)])
         t = torch.cat(
@@ -273,9 +276,6 @@ class ShortcutObjective:
                     draw_guidance(num_guidance, self.guidance_grid, generator, device, exclude_zero=True),
                 ]
             )
-        noise = None
-        if noise_shape is not None:
-            noise = torch.randn((batch_size, *noise_shape), generator=generator, device=device, dtype=dtype)
         return StepLayout(source, role, t, k, w, dropped, noise)
 
     def rows(
