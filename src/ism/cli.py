@@ -73,12 +73,8 @@ def _one_line_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     return parser
 
 
-def _train_common() -> argparse.ArgumentParser:
-    """Arguments shared by 'train' (in this process) and 'launch' (as a submitit job)."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", required=True, help="study YAML file (e.g. config/config.yaml)")
-    common.add_argument("--run", required=True, help="name of a run under 'runs:' in the config (e.g. sm)")
-    common.add_argument(
+def _add_overrides(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
         "--set",
         dest="overrides",
         action="append",
@@ -86,6 +82,14 @@ def _train_common() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override a config key, e.g. train.steps=100 (repeatable; values parsed as YAML)",
     )
+
+
+def _train_common() -> argparse.ArgumentParser:
+    """Arguments shared by 'train' (in this process) and 'launch' (as a submitit job)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", required=True, help="study YAML file (e.g. config/config.yaml)")
+    common.add_argument("--run", required=True, help="name of a run under 'runs:' in the config (e.g. sm)")
+    _add_overrides(common)
     common.add_argument("--workdir", type=Path, help="resumable state (default: work/RUN)")
     common.add_argument("--output", type=Path, help="final model file (default: models/RUN/model.pt)")
     common.add_argument("--live-dir", type=Path, help="dvclive folder for training curves (default: none)")
@@ -212,9 +216,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     layout.add_argument("--config", required=True, help="study YAML file (e.g. config/imagenet256.yaml)")
     layout.add_argument("--run", dest="runs", nargs="+", help="runs to check (default: every run of the study)")
-    layout.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a key"
-    )
+    _add_overrides(layout)
 
     schema = sub.add_parser("schema", help="write the JSON Schema of study files (workflow/schemas)")
     schema.add_argument("--out", required=True, type=Path, help="schema file to write")

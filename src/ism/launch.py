@@ -302,7 +302,7 @@ def _descendants(pid: int) -> list[int]:
     children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         with contextlib.suppress(OSError, ValueError, IndexError):
-            fields = stat.read_text().rsplit(")", 1)[1].split()
+            fields = _stat_fields(stat)
             children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
     found, queue = [], [pid]
     while queue:
@@ -312,10 +312,15 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
+def _stat_fields(stat: Path) -> list[str]:
+    """The fields of a /proc/<pid>/stat file after the command name (state, ppid, …)."""
+    return stat.read_text().rsplit(")", 1)[1].split()
+
+
 def _alive(pid: int) -> bool:
     """Whether process ``pid`` exists (a zombie child counts as ended)."""
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        state = _stat_fields(Path(f"/proc/{pid}/stat"))[0]
     except (OSError, IndexError):
         try:
             os.kill(pid, 0)

@@ -17,6 +17,7 @@ import torch
 
 from ism.config import DIT_PRESETS, RunConfig
 from ism.method.shortcut import ROLE_NAMES, SELF_CONSISTENCY, ShortcutObjective, StepLayout
+from ism.runtime import step_generator
 
 
 @dataclass
@@ -29,11 +30,8 @@ class LayoutReport:
 
 def global_layout(cfg: RunConfig, step: int = 0) -> StepLayout:
     """Step ``step``'s layout for the global batch (noise omitted), as every rank draws it."""
-    from ism.runtime import seeded_generator
-
     objective = ShortcutObjective(cfg.method, num_classes=1)
-    generator = seeded_generator(torch.device("cpu"), "step", cfg.train.seed, step)
-    return objective.layout(cfg.train.batch_size, generator)
+    return objective.layout(cfg.train.batch_size, step_generator(torch.device("cpu"), cfg.train.seed, step))
 
 
 def check_run(cfg: RunConfig) -> LayoutReport:
@@ -47,11 +45,12 @@ def check_run(cfg: RunConfig) -> LayoutReport:
     for role, per_level in counts.items():
         cells = ", ".join(f"k={k}: {n}" for k, n in per_level.items())
         report.lines.append(f"  {role:<9} {sum(per_level.values()):>5} rows  {cells}")
-    sc_levels = set(counts.get(ROLE_NAMES[SELF_CONSISTENCY], {}))
+    sc_counts = counts.get(ROLE_NAMES[SELF_CONSISTENCY], {})
+    sc_levels = set(sc_counts)
     if m.effective_sc_fraction > 0 and sc_levels != set(range(m.max_level)):
         missing = sorted(set(range(m.max_level)) - sc_levels)
         report.problems.append(f"{cfg.name}: self-consistency levels {missing} get no rows (method.sc_fraction)")
-    finest = counts.get("sc", {}).get(m.max_level - 1, 0)
+    finest = sc_counts.get(m.max_level - 1, 0)
     sm_targets = m.effective_sc_fraction > 0 and not m.guidance.intrinsic
     if sm_targets and m.bootstrap_cfg_scale != 1.0:
         report.lines.append(f"  CFG {m.bootstrap_cfg_scale} inside the targets of {finest} finest-level rows")

@@ -37,6 +37,11 @@ def derived_seed(*parts: int | str) -> int:
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
+def step_generator(device: torch.device, seed: int, step: int) -> torch.Generator:
+    """The generator of training step ``step``: every rank and the dry run (``ism layout``) draw the same layout."""
+    return seeded_generator(device, "step", seed, step)
+
+
 def seeded_generator(device: torch.device, *parts: int | str) -> torch.Generator:
     """A generator on ``device`` seeded from ``parts``: every draw of step s is a function of (seed, s) alone."""
     return torch.Generator(device=device).manual_seed(derived_seed(*parts))

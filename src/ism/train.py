@@ -37,7 +37,7 @@ from ism.method.ema import EMA
 from ism.method.shortcut import ShortcutObjective, role_logs
 from ism.method.transport import PooledPairing, shards_of_rank
 from ism.models import build_network
-from ism.runtime import autocast, seeded_generator, select_device
+from ism.runtime import autocast, select_device, step_generator
 from ism.workdir_lock import exclusive_workdir
 
 log = logging.getLogger(__name__)
@@ -233,7 +233,7 @@ class Trainer:
         """One optimiser step. The step's layout (roles, levels, t, w, dropout, noise) is drawn for the global
         batch from the generator of (seed, step) on every rank alike; each rank trains its shard of the rows
         (DESIGN D9), so W processes take the same step as one."""
-        generator = seeded_generator(self.device, "step", self.cfg.train.seed, step)
+        generator = step_generator(self.device, self.cfg.train.seed, step)
         if self.pairing is not None:  # sOT: the same batch, with noise re-paired over its pool
             idx, pool_noise = self.pairing.batch(step)
         else:
