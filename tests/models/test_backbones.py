@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from ism.config import ModelConfig
 from ism.models import DIT_PRESETS, DiT, MLPBackbone, build_model, count_parameters
 from ism.models.dit import sincos_2d
 from ism.models.embeddings import sinusoidal_features
@@ -128,9 +129,12 @@ def test_bf16_autocast_forward():
 
 
 def test_preset_parameter_counts_match_the_papers():
+    def preset(name):  # presets are applied by the config, once
+        return ModelConfig(preset=name).network_kwargs(level_embedding=True)
+
     with torch.device("meta"):
-        base = build_model("dit", sample_shape=(4, 32, 32), num_classes=1000, preset="DiT-B/2")
-        xl = build_model("dit", sample_shape=(4, 32, 32), num_classes=1000, preset="DiT-XL/2")
+        base = build_model("dit", sample_shape=(4, 32, 32), num_classes=1000, **preset("DiT-B/2"))
+        xl = build_model("dit", sample_shape=(4, 32, 32), num_classes=1000, **preset("DiT-XL/2"))
     assert 125e6 < count_parameters(base) < 140e6, count_parameters(base)  # "about 130M"
     assert 670e6 < count_parameters(xl) < 685e6, count_parameters(xl)  # "about 675M"
     assert DIT_PRESETS["SiT-XL/2"] == DIT_PRESETS["DiT-XL/2"]

@@ -19,21 +19,16 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ism.config import DATASETS
 from ism.data.images import uint8_to_model
 from ism.data.toy import checkerboard, eight_gaussians
-
-DATASETS: tuple[str, ...] = ("digits", "mnist5k", "imagefolder", "checkerboard", "eight_gaussians")
-IMAGE_DATASETS: tuple[str, ...] = ("digits", "mnist5k", "imagefolder")  # the others are 2-D point sets
+from ism.errors import DataError, one_line
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg"})
 # Modes kept as one channel. 16-bit modes are scaled to 8 bits ourselves: PIL's convert("L") clips them.
 _GRAY_8BIT_MODES = frozenset({"1", "L", "LA", "La"})
 _GRAY_16BIT_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
 _IMAGEFOLDER_LAYOUT = "a folder with one sub-folder per class"
-
-
-class DataError(ValueError):
-    """A data problem, reported as one line naming the key or file and the fix."""
 
 
 @dataclass(frozen=True)
@@ -126,7 +121,7 @@ def _stratified_split(labels: np.ndarray, test_fraction: float, split_seed: int)
     except ValueError as err:  # too few rows for one per class on each side
         raise DataError(
             f"cannot split {len(labels)} images of {len(np.unique(labels))} classes with "
-            f"data.test_fraction={test_fraction} ({_one_line(err)}): choose a test_fraction that leaves "
+            f"data.test_fraction={test_fraction} ({one_line(err)}): choose a test_fraction that leaves "
             "at least one image of every class on each side, or add images"
         ) from err
     return train_idx, test_idx
@@ -236,7 +231,7 @@ def _listing(folder: Path) -> list[Path]:
         return list(folder.iterdir())
     except OSError as err:  # PermissionError, or an I/O error of a network file system
         raise DataError(
-            f"cannot list the image folder '{folder}' ({_one_line(err)}): make it readable by this user"
+            f"cannot list the image folder '{folder}' ({one_line(err)}): make it readable by this user"
         ) from err
 
 
@@ -259,7 +254,7 @@ def read_image(path: str | Path) -> Image.Image:
     except Image.UnidentifiedImageError as err:
         raise DataError(f"cannot read image '{path}' (not a PNG or JPEG image): remove or replace the file") from err
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
-        raise DataError(f"cannot read image '{path}' ({_one_line(err)}): remove or replace the file") from err
+        raise DataError(f"cannot read image '{path}' ({one_line(err)}): remove or replace the file") from err
 
 
 def _read_image(path: Path, image_size: int | None) -> np.ndarray:
@@ -358,10 +353,6 @@ def _stack_channels_first(arrays: list[np.ndarray]) -> np.ndarray:
         return np.stack(arrays)[:, None]
     as_rgb = [np.repeat(a[:, :, None], 3, axis=2) if a.ndim == 2 else a for a in arrays]
     return np.ascontiguousarray(np.stack(as_rgb).transpose(0, 3, 1, 2))
-
-
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split()) or type(err).__name__
 
 
 # ------------------------------------------------------------------------------------------------ toy sets

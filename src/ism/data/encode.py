@@ -47,12 +47,13 @@ from PIL import Image
 from tqdm import tqdm
 
 from ism.atomic import write_bytes, write_json
+from ism.config import ENCODERS
 from ism.data.images import uint8_to_model
+from ism.errors import EncodeError, one_line
 
 if TYPE_CHECKING:
     from diffusers import AutoencoderKL
 
-ENCODERS: tuple[str, ...] = ("identity", "sd-vae")
 DEFAULT_SCALE_FACTOR = 0.18215  # Stable Diffusion's VAE latent scale, used by DiT and LDM
 TRAIN_FILE = "train.npy"
 LABELS_FILE = "labels.npy"
@@ -60,10 +61,6 @@ META_FILE = "meta.json"
 _REQUIRED_META = ("dataset", "encoder", "flips", "num_images", "num_classes", "class_names")
 _COPY_BYTES = 64 * 2**20  # merge copies at most this much per step
 _ENCODE_FIX = "run `ism encode` for this dataset"
-
-
-class EncodeError(ValueError):
-    """An encoding or latent-file problem, reported as one line naming the file or value and the fix."""
 
 
 # ------------------------------------------------------------------------------------------------- shards
@@ -152,7 +149,7 @@ def output_folder_problem(folder: str | Path) -> str | None:
         if not os.access(existing, os.W_OK | os.X_OK):
             return f"'{existing}' is not writable by this user: choose another output folder"
     except OSError as err:
-        return f"{_one_line(err)}: choose another output folder"
+        return f"{one_line(err)}: choose another output folder"
     return None
 
 
@@ -219,7 +216,7 @@ def load_vae(vae: str | Path) -> AutoencoderKL:
             model = AutoencoderKL.from_pretrained(text)
     except Exception as err:  # diffusers and huggingface_hub raise many types (network, missing files, config)
         raise EncodeError(
-            f"cannot load the VAE '{text}' ({_one_line(err)}): offline users should pass a local folder "
+            f"cannot load the VAE '{text}' ({one_line(err)}): offline users should pass a local folder "
             "saved with AutoencoderKL.save_pretrained"
         ) from err
     return model.eval()
@@ -384,7 +381,7 @@ def load_latents(folder: str | Path) -> tuple[np.memmap, np.ndarray, dict[str, A
     try:
         meta = json.loads((folder / META_FILE).read_text())
     except (OSError, ValueError) as err:
-        raise EncodeError(f"'{folder / META_FILE}' is unreadable ({_one_line(err)}): {_ENCODE_FIX}") from err
+        raise EncodeError(f"'{folder / META_FILE}' is unreadable ({one_line(err)}): {_ENCODE_FIX}") from err
     latents = _load_npy(folder / TRAIN_FILE, _ENCODE_FIX)
     labels = np.asarray(_load_npy(folder / LABELS_FILE, _ENCODE_FIX))
     if not isinstance(meta, dict):
@@ -409,7 +406,7 @@ def _load_npy(path: Path, fix: str) -> np.memmap:
     try:
         return np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError) as err:
-        raise EncodeError(f"'{path}' is not a readable .npy file ({_one_line(err)}): {fix}") from err
+        raise EncodeError(f"'{path}' is not a readable .npy file ({one_line(err)}): {fix}") from err
 
 
 def _write_npy(path: Path, array: np.ndarray) -> Path:
@@ -468,7 +465,3 @@ def adm_center_crop(pil_image: Image.Image, image_size: int) -> Image.Image:
         image = image.resize((width, height), resample=Image.Resampling.BICUBIC)
     left, top = (width - image_size) // 2, (height - image_size) // 2
     return image.crop((left, top, left + image_size, top + image_size))
-
-
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split()) or type(err).__name__

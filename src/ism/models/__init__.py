@@ -6,47 +6,36 @@ from typing import Any
 
 from torch import nn
 
-from ism.config import DIT_PRESETS, RunConfig
+from ism.config import DIT_PRESETS, NETWORK_KEYS, RunConfig
 from ism.models.dit import DiT
 from ism.models.mlp import MLPBackbone
 
 __all__ = ["DIT_PRESETS", "DiT", "MLPBackbone", "build_model", "build_network", "count_parameters"]
 
-_DIT_KEYS = {
-    "patch_size",
-    "hidden_size",
-    "depth",
-    "num_heads",
-    "mlp_ratio",
-    "level_embedding",
-    "guidance_embedding",
-    "attention_scale",
-    "block_modulation_init",
-}
-_MLP_KEYS = {"hidden_size", "depth", "embed_dim", "level_embedding", "guidance_embedding"}
+# Conditioning switches every backbone takes on top of its config keys.
+_EMBEDDING_KEYS = ("level_embedding", "guidance_embedding")
 
 
 def build_model(arch: str, *, sample_shape: tuple[int, ...], num_classes: int, **kwargs: Any) -> nn.Module:
-    """A backbone for samples of ``sample_shape`` ((C, H, W) images for 'dit', (D,) vectors for 'mlp')."""
-    preset = kwargs.pop("preset", None)
-    if preset is not None:
-        if preset not in DIT_PRESETS:
-            raise ValueError(f"unknown preset '{preset}' (choose from {sorted(DIT_PRESETS)})")
-        kwargs = {**DIT_PRESETS[preset], **kwargs}
+    """A backbone for samples of ``sample_shape`` ((C, H, W) images for 'dit', (D,) vectors for 'mlp').
+
+    ``kwargs`` are resolved sizes (``ModelConfig.network_kwargs``, where presets are applied), not a preset name.
+    """
     if arch == "dit":
         if len(sample_shape) != 3 or sample_shape[1] != sample_shape[2]:
             raise ValueError(f"the DiT needs square (C, H, W) samples, got shape {sample_shape}")
-        _check_keys(arch, kwargs, _DIT_KEYS)
+        _check_keys(arch, kwargs)
         return DiT(input_size=sample_shape[1], in_channels=sample_shape[0], num_classes=num_classes, **kwargs)
     if arch == "mlp":
         if len(sample_shape) != 1:
             raise ValueError(f"the MLP backbone needs vector (D,) samples, got shape {sample_shape}")
-        _check_keys(arch, kwargs, _MLP_KEYS)
+        _check_keys(arch, kwargs)
         return MLPBackbone(dim=sample_shape[0], num_classes=num_classes, **kwargs)
     raise ValueError(f"unknown model arch '{arch}' (choose 'dit' or 'mlp')")
 
 
-def _check_keys(arch: str, kwargs: dict[str, Any], allowed: set[str]) -> None:
+def _check_keys(arch: str, kwargs: dict[str, Any]) -> None:
+    allowed = {*NETWORK_KEYS[arch], *_EMBEDDING_KEYS}
     unknown = sorted(set(kwargs) - allowed)
     if unknown:
         raise ValueError(f"{arch} does not take {unknown} (it takes {sorted(allowed)})")
