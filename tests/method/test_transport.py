@@ -7,8 +7,18 @@ import pytest
 import torch
 
 from ism.data import BatchSchedule
-from ism.method.transport import PooledPairing, optimal_pairing, pairing_cost, squared_distances
+from ism.method.transport import PooledPairing, assignment_to_permutation, solve_assignment, squared_distances
 from ism.runtime import seeded_generator
+
+
+def optimal_pairing(noise, data):
+    """perm such that noise[perm[j]] is the optimal partner of data[j]: one exact assignment over the whole set."""
+    return assignment_to_permutation(*solve_assignment(squared_distances(noise, data).cpu().numpy()))
+
+
+def pairing_cost(noise, data):
+    """Σ_j ‖noise_j − data_j‖² of the rows as they are paired."""
+    return float((noise.flatten(1).double() - data.flatten(1).double()).pow(2).sum())
 
 
 def _points(n, d=3, seed=0):

@@ -48,11 +48,6 @@ def assignment_to_permutation(noise_rows: np.ndarray, data_cols: np.ndarray) -> 
     return torch.from_numpy(perm).long()
 
 
-def optimal_pairing(noise: torch.Tensor, data: torch.Tensor) -> torch.Tensor:
-    """perm such that noise[perm[j]] is the optimal partner of data[j] (an exact assignment)."""
-    return assignment_to_permutation(*linear_sum_assignment(squared_distances(noise, data).cpu().numpy()))
-
-
 def solve_assignment(cost: np.ndarray, classes: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(noise rows, data columns) of the exact assignment; with ``classes`` (of the rows and the columns alike),
     one assignment per class block, so row i only meets columns of class classes[i]."""
@@ -65,11 +60,6 @@ def solve_assignment(cost: np.ndarray, classes: np.ndarray | None = None) -> tup
         rows.append(members[r])
         cols.append(members[k])
     return np.concatenate(rows), np.concatenate(cols)
-
-
-def pairing_cost(noise: torch.Tensor, data: torch.Tensor) -> float:
-    """Σ_j ‖noise_j − data_j‖² of the rows as they are paired."""
-    return float((noise.flatten(1).double() - data.flatten(1).double()).pow(2).sum())
 
 
 def shards_of_rank(batch_size: int, shards: int, rank: int, world_size: int) -> list[int]:

@@ -94,11 +94,6 @@ class WaveletTransform(torch.nn.Module):
             low = bands[:, :, 0]
         return details, low
 
-    def inverse(self, details: Sequence[torch.Tensor], low: torch.Tensor) -> torch.Tensor:
-        for detail in reversed(details):
-            low = self.synthesis(torch.cat([low.unsqueeze(2), detail], dim=2))
-        return low
-
 
 def _wrap(z: torch.Tensor, pad: int, size: int, dim: int) -> torch.Tensor:
     """The contributions of the padded borders, moved to the positions they wrap onto."""
