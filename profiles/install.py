@@ -29,6 +29,11 @@ def installed_profile(args: argparse.Namespace) -> dict:
         if "gpu" in resources and args.partition:
             resources["slurm_partition"] = args.partition
     if args.no_account:
+        # Ignored by the pinned snakemake-executor-plugin-slurm 2.8.0: it declares `no_account` (__init__.py:287)
+        # but never reads it (its only use went with upstream PR #241, v1.2.0). Without a slurm_account resource,
+        # get_account_arg (__init__.py:1626-1673) logs "No SLURM account given, trying to guess." and two more
+        # warnings once per snakemake call, then submits without -A (the guess, accounts.py:68-69, always fails).
+        # Kept: it is the plugin's documented switch. A real account (--account) is the setting that stops it.
         profile["slurm-no-account"] = True
     if args.status_command:
         profile["slurm-status-command"] = args.status_command
@@ -55,8 +60,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--partition", help="partition of GPU jobs (sample, evaluate, encode)")
     parser.add_argument("--cpu-partition", help="partition of the other jobs (default: the cluster's default)")
-    parser.add_argument("--account", help="SLURM account (slurm_account)")
-    parser.add_argument("--no-account", action="store_true", help="do not guess an account (no sacctmgr here)")
+    parser.add_argument("--account", help="SLURM account (slurm_account; the plugin then does not guess one)")
+    parser.add_argument(
+        "--no-account",
+        action="store_true",
+        help="submit without an account (slurm-no-account; plugin 2.8.0 ignores it and logs 3 account warnings per "
+        "run, then submits without -A anyway: harmless)",
+    )
     parser.add_argument("--status-command", choices=["sacct", "squeue"], help="squeue where sacct is unavailable")
     parser.add_argument("--init-seconds", type=int, help="first status check after this many seconds (40)")
     parser.add_argument("--max-cpus", type=int, help="cap every job's CPU request (small clusters)")
