@@ -1,19 +1,19 @@
 """Safe, atomic checkpoint files.
 
-Writers go through a temporary name in the same folder and ``os.replace``, so a reader never sees a
-half-written file; readers use ``torch.load(weights_only=True)``, which refuses pickled code.
+Writers go through :func:`ism.atomic.atomic_path` (a temporary name in the same folder, fsync, ``os.replace``), so a
+reader never sees a half-written file; readers use ``torch.load(weights_only=True)``, which refuses pickled code.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ism.atomic import atomic_path
 from ism.errors import CheckpointError
 
 log = logging.getLogger(__name__)
@@ -24,19 +24,10 @@ _CKPT_NAME = re.compile(r"^ckpt-(\d{8})\.pt$")
 
 
 def atomic_save(obj: Any, path: str | Path) -> Path:
-    """torch.save to ``path`` via a temporary file and rename (fsynced, so a crash leaves old or new)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with tmp.open("wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    """torch.save to ``path`` atomically (:func:`ism.atomic.atomic_path`: a crash leaves the old file or the new)."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+    return Path(path)
 
 
 def safe_load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
