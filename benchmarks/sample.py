@@ -16,9 +16,9 @@ import torch
 
 from _common import interleaved_ms
 from ism.config import load_run
+from ism.data.real import load_data
 from ism.models import build_network
 from ism.sample import euler_sample
-from ism.train import load_data
 
 
 def main() -> None:
@@ -33,7 +33,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     cfg = load_run(args.config, "sm", ["train.device=cpu"])
-    data = load_data(cfg)
+    data = load_data(cfg.data)
     network = build_network(cfg, data.sample_shape, data.num_classes).eval().requires_grad_(False)
     g = torch.Generator().manual_seed(0)
     for p in network.parameters():  # random weights: speed does not depend on training, but zeros could

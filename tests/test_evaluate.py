@@ -117,9 +117,9 @@ def test_cached_reference_gives_the_same_metrics_without_loading_the_data(tmp_pa
     study.reference(config, reference)
     uncached = study.floor(config, tmp_path / "uncached.json", None)
     # Scoring against the cache must not need the real data (each evaluate job would pay ~1 s to load it) …
-    held_out = study.real_images(study.base_run(raw, study.validate_study(raw)), "test")[0][:200]
+    held_out = study.real_images(study.base_run(raw, study.validate_study(raw)).data, "test").images[:200]
 
-    def no_data(cfg, side):
+    def no_data(data, side):
         raise AssertionError(f"the {side} split was loaded although the reference is cached")
 
     monkeypatch.setattr(study, "real_images", no_data)

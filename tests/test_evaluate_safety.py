@@ -210,6 +210,17 @@ def test_safe_inception_loads_a_real_state_dict_exactly(tmp_path):
     assert "\n" not in str(err.value)
 
 
+def test_safe_inception_embeds_a_gray_batch_as_its_rgb_repetition(tmp_path):
+    """An all-gray image folder trains on 1 channel; Inception takes 3, so the gray value fills all three."""
+    path = tmp_path / "random-inception.pth"
+    torch.save(_random_inception().state_dict(), path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    safe = SafeInceptionV3("safe", ["2048"], feature_extractor_weights_path=path, inception_sha256_prefix=digest[:8])
+    gray = torch.randint(0, 256, (2, 1, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.equal(safe(gray)[0], safe(gray.repeat(1, 3, 1, 1))[0])
+
+
 # --- the FID reference: never a pickle ------------------------------------------------------------------------------
 
 

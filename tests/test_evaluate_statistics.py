@@ -22,6 +22,7 @@ from scipy import linalg
 from ism import study
 from ism.classifier import default_classifier_path, load_classifier
 from ism.config import ConfigError, validate_study
+from ism.data.real import real_images
 
 from .conftest import DEFAULT_CONFIG
 from .workflow.helpers import job_counts, snakemake, tiny_study, workflow_copy
@@ -38,8 +39,8 @@ def features():
     """Classifier features of the digits train split and of the floor's 60 held-out images (float64)."""
     raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
     cfg = study.base_run(raw, validate_study(raw))
-    train = study.real_images(cfg, "train")[0]
-    test = study.real_images(cfg, "test")[0][:60]
+    train = real_images(cfg.data, "train").images
+    test = real_images(cfg.data, "test").images[:60]
     model, _ = load_classifier(default_classifier_path("digits"))
     with torch.inference_mode():
         return model.embed(train).double().numpy(), model.embed(test).double().numpy()

@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +40,7 @@ from torch_fidelity.metric_prc import KEY_METRIC_PRECISION, KEY_METRIC_RECALL, p
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset
 
+from ism.atomic import atomic_path, write_json
 from ism.classifier import file_hash, load_classifier
 from ism.errors import EvaluateError
 
@@ -188,6 +188,13 @@ class SafeInceptionV3(FeatureExtractorInceptionV3):
                 f"({_first_line(exc)})"
             ) from None
 
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """torch-fidelity's forward; a grayscale batch (an all-gray image folder trains on 1 channel) is repeated
+        to the 3 channels Inception takes, as the file's gray value would be by an RGB conversion."""
+        if x.dim() == 4 and x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        return super().forward(x)
+
 
 def register_inception() -> str:
     """Register :class:`SafeInceptionV3` (once) and return its name. torch-fidelity's own ``inception-v3-compat``
@@ -233,23 +240,6 @@ class _Images(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> torch.Tensor:
         return self.images[i]
-
-
-class ImageFiles(torch.utils.data.Dataset):
-    """uint8 (3, S, S) tensors read lazily from image files (ADM centre crop), for references too big for RAM."""
-
-    def __init__(self, paths: list[Path], image_size: int):
-        self.paths, self.image_size = paths, image_size
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        from ism.data.datasets import read_image  # the one reader: a bad file is one DataError naming it
-        from ism.data.encode import adm_center_crop
-
-        array = np.asarray(adm_center_crop(read_image(self.paths[i]).convert("RGB"), self.image_size))
-        return torch.from_numpy(array.copy()).permute(2, 0, 1)
 
 
 class FeatureSpace:
@@ -386,15 +376,10 @@ def load_npz(path: str | Path, keys: tuple[str, ...], fix: str, optional: tuple[
 
 
 def _write_npz(path: Path, **arrays: np.ndarray) -> Path:
-    """An uncompressed ``.npz`` written to a temporary name and renamed (never half-written)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with tmp.open("wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """An uncompressed ``.npz``, written atomically (never half-written)."""
+    # A file object, not the name: np.savez would append ".npz" to the temporary name.
+    with atomic_path(path) as tmp, tmp.open("wb") as f:
+        np.savez(f, **arrays)
     return path
 
 
@@ -446,8 +431,6 @@ REFERENCE_FEATURES = "reference.npz"
 
 def write_reference(folder: str | Path, features: torch.Tensor, info: dict[str, Any]) -> Path:
     """Reference features as float32 ``features`` in FOLDER/reference.npz, then FOLDER/reference.json (both atomic)."""
-    from ism.atomic import write_json
-
     folder = Path(folder)
     array = features.detach().cpu().numpy().astype(np.float32)
     _write_npz(folder / REFERENCE_FEATURES, features=array)

@@ -1,8 +1,9 @@
 """Study-level stages that read the whole study file: encode the data, embed the real reference, score samples.
 
 Each function is ``inputs + study config -> files``; the CLI (and through it the workflow) calls them. The real
-images come from one place, :func:`real_images`, so encoding, the FID reference and the floor always agree on the
-split: the train split is encoded and is the FID reference, the held-out test split gives the floor.
+images come from one place, :func:`ism.data.real.real_images`, so encoding, the FID reference, the floor and
+``ism train`` always agree on the split and the pixels: the train split is encoded and is the FID reference, the
+held-out test split gives the floor.
 """
 
 from __future__ import annotations
@@ -10,18 +11,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from ism.atomic import write_json
 from ism.config import RunConfig, StudyConfig, load_yaml, resolve_run, validate_study
-from ism.data import DataError
+from ism.data.real import FolderImages, real_images
 from ism.evaluate import (
     MIN_IMAGES,
     EvaluateError,
     Extractor,
     FeatureSpace,
-    ImageFiles,
     check_images,
     feature_metrics,
     fid_against_statistics,
@@ -43,46 +42,6 @@ def base_run(raw: dict[str, Any], study: StudyConfig) -> RunConfig:
     return resolve_run(raw, next(iter(study.runs)))
 
 
-class _LazyImages:
-    """uint8 (N, 3, S, S) images read from files on slicing: what encode_shard needs, without loading them all."""
-
-    dtype = torch.uint8
-
-    def __init__(self, files: ImageFiles):
-        self.files = files
-        self.shape = (len(files), 3, files.image_size, files.image_size)
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, index: slice) -> torch.Tensor:
-        return torch.stack([self.files[i] for i in range(*index.indices(len(self)))])
-
-
-def real_images(cfg: RunConfig, side: str) -> tuple[Any, np.ndarray, int, tuple[str, ...]]:
-    """(uint8 images, labels, number of classes, class names) of the ``train`` or ``test`` split.
-
-    Embedded sets come back as tensors; an image folder as files read on access (ADM centre crop).
-    """
-    d = cfg.data
-    if d.dataset == "imagefolder":
-        from ism.data.datasets import split_imagefolder
-
-        if d.image_size is None:
-            raise DataError("config key 'data.image_size': an encoded image folder needs a fixed size (e.g. 256)")
-        train, test, names = split_imagefolder(d.root, d.test_fraction, d.split_seed)
-        chosen = train if side == "train" else test
-        return _LazyImages(ImageFiles(chosen.paths, d.image_size)), chosen.labels, len(names), names
-    from ism.data import model_to_uint8
-    from ism.train import load_data
-
-    data = load_data(cfg)
-    split = data.train if side == "train" else data.test
-    if split.images.dim() != 4:
-        raise DataError(f"config key 'data.dataset': '{d.dataset}' is not an image set; it has no encoding stage")
-    return model_to_uint8(split.images), split.labels.numpy(), data.num_classes, data.class_names
-
-
 def encode(config: str | Path, out_dir: str | Path, *, shard: int, num_shards: int, progress: bool = True) -> Path:
     """Encode shard ``shard`` of ``num_shards`` of the train split into ``out_dir``."""
     from ism.data.encode import encode_shard
@@ -90,11 +49,11 @@ def encode(config: str | Path, out_dir: str | Path, *, shard: int, num_shards: i
 
     study, raw = load_study(config)
     cfg = base_run(raw, study)
-    images, labels, _, _ = real_images(cfg, "train")
+    train = real_images(cfg.data, "train")
     d = cfg.data
     return encode_shard(
-        images,
-        labels,
+        train.images,
+        train.labels,
         out_dir,
         shard=shard,
         num_shards=num_shards,
@@ -113,7 +72,7 @@ def merge_encoded(config: str | Path, out_dir: str | Path, *, num_shards: int) -
 
     study, raw = load_study(config)
     cfg = base_run(raw, study)
-    images, _, num_classes, names = real_images(cfg, "train")
+    train = real_images(cfg.data, "train")
     d = cfg.data
     meta = {
         "dataset": d.dataset,
@@ -121,9 +80,9 @@ def merge_encoded(config: str | Path, out_dir: str | Path, *, num_shards: int) -
         "vae": d.vae,
         "scale_factor": d.latent_scale if d.encoder == "sd-vae" else 1.0,
         "flips": d.flips,
-        "num_images": len(images),
-        "num_classes": num_classes,
-        "class_names": list(names),
+        "num_images": len(train.images),
+        "num_classes": train.num_classes,
+        "class_names": list(train.class_names),
     }
     return merge_shards(out_dir, num_shards, meta)
 
@@ -135,18 +94,11 @@ def _extractor(study: StudyConfig) -> Extractor:
     )
 
 
-def _reference(cfg: RunConfig, study: StudyConfig):
-    images, _, _, _ = real_images(cfg, "train")
+def _reference(cfg: RunConfig, study: StudyConfig) -> torch.Tensor | FolderImages:
+    """The real reference images: the train split, or its first ``evaluate.reference_images``."""
+    train = real_images(cfg.data, "train")
     limit = study.evaluate.reference_images
-    if limit is not None and limit < len(images):
-        if isinstance(images, torch.Tensor):
-            return images[:limit]
-        return _LazyImages(ImageFiles(images.files.paths[:limit], images.files.image_size))
-    return images
-
-
-def _as_dataset(images: Any):
-    return images.files if isinstance(images, _LazyImages) else images
+    return (train.first(limit) if limit is not None else train).images
 
 
 def reference(config: str | Path, out_dir: str | Path) -> Path:
@@ -156,7 +108,7 @@ def reference(config: str | Path, out_dir: str | Path) -> Path:
     ref = _reference(base_run(raw, study), study)
     if len(ref) < MIN_IMAGES:
         raise EvaluateError(f"config key 'evaluate.reference_images': the reference needs at least {MIN_IMAGES} images")
-    features = FeatureSpace(extractor, batch_size=study.evaluate.batch_size)(_as_dataset(ref))
+    features = FeatureSpace(extractor, batch_size=study.evaluate.batch_size)(ref)
     info = {
         "extractor": extractor.name,
         "dataset": study.data.dataset,
@@ -174,14 +126,18 @@ def evaluate(config: str | Path, samples: str | Path, out: str | Path, reference
 def floor(config: str | Path, out: str | Path, reference_dir: str | Path | None) -> dict:
     """The real-data floor: held-out test images, as many as the samples, scored exactly like samples."""
     study, raw = load_study(config)
-    test, _, _, _ = real_images(base_run(raw, study), "test")
-    n = min(len(test), study.evaluate.floor_images or study.sample.num_images)
-    held_out = test[:n] if isinstance(test, torch.Tensor) else test[slice(0, n)]
+    test = real_images(base_run(raw, study).data, "test")
+    held_out = test.first(study.evaluate.floor_images or study.sample.num_images).images
     return _score(config, held_out, {"run": "real-test-images", "steps": 0}, out, reference_dir, "the floor's images")
 
 
 def _score(
-    config: str | Path, images: torch.Tensor, meta: dict, out: str | Path, reference_dir: Any, where: str
+    config: str | Path,
+    images: torch.Tensor | FolderImages,
+    meta: dict,
+    out: str | Path,
+    reference_dir: Any,
+    where: str,
 ) -> dict:
     """Every input is read and checked before the first image is embedded; the metrics file is written last."""
     study, raw = load_study(config)  # also checks the layout of evaluate.reference_statistics
@@ -220,7 +176,7 @@ def _score(
         }
     else:
         if reference_features is None:
-            reference_features = space(_as_dataset(reference_images))
+            reference_features = space(reference_images)
         metrics = feature_metrics(space(images), reference_features) | {"n_reference": len(reference_features)}
     metrics |= {
         "n": len(images),

@@ -31,7 +31,8 @@ from ism.checkpoint import (
     prune_checkpoints,
 )
 from ism.config import RunConfig, run_config_from_json, training_identity
-from ism.data import BatchSchedule, Dataset, Split, load_dataset
+from ism.data import BatchSchedule, Dataset, Split
+from ism.data.real import load_data
 from ism.errors import NonFiniteLossError
 from ism.method.ema import EMA
 from ism.method.shortcut import ShortcutObjective, role_logs
@@ -49,18 +50,6 @@ class TrainResult:
     finished: bool
     resumed_from: int
     output: Path | None
-
-
-def load_data(cfg: RunConfig) -> Dataset:
-    d = cfg.data
-    return load_dataset(
-        d.dataset,
-        root=d.root,
-        test_fraction=d.test_fraction,
-        split_seed=d.split_seed,
-        image_size=d.image_size,
-        num_points=d.num_points,
-    )
 
 
 def load_encoded(folder: str | Path) -> tuple[Dataset, dict[str, Any]]:
@@ -113,7 +102,7 @@ class Trainer:
         elif latents is not None:
             self.data, self.encoding = load_encoded(latents)
         else:
-            self.data = load_data(cfg)
+            self.data = load_data(cfg.data)
         if cfg.train.batch_size % self.world_size:
             raise ValueError(
                 f"config key 'train.batch_size': {cfg.train.batch_size} does not split over {self.world_size} "

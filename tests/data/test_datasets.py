@@ -341,7 +341,7 @@ def test_imagefolder_too_small_test_fraction_is_a_data_error(tmp_path: Path):
 
 
 def test_read_image_names_a_text_file_renamed_png(tmp_path: Path):
-    from ism.data.datasets import read_image
+    from ism.data.imagefiles import read_image
 
     fake = tmp_path / "fake.png"
     fake.write_text("hello\n")

@@ -1,4 +1,4 @@
-"""Latent encoding: deterministic shards, streamed merge, memmapped loading, the SD-VAE path and the ADM crop."""
+"""Latent encoding: deterministic shards, streamed merge, memmapped loading and the SD-VAE path."""
 
 from __future__ import annotations
 
@@ -8,13 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from ism.data import load_dataset, model_to_uint8
 from ism.data.encode import (
     DEFAULT_SCALE_FACTOR,
     EncodeError,
-    adm_center_crop,
     decode_latents,
     encode_shard,
     load_latents,
@@ -317,52 +315,6 @@ def test_decode_returns_model_space_images(tiny_vae, rgb_images, tmp_path):
         decode_latents(latents, meta)
     identity = torch.rand(2, 1, 8, 8)
     assert decode_latents(identity, {"encoder": "identity"}) is identity
-
-
-# ------------------------------------------------------------------------------------------ ADM centre crop
-
-
-def gradient_image(width: int, height: int) -> Image.Image:
-    x = np.linspace(0, 255, width)[None, :, None]
-    y = np.linspace(0, 255, height)[:, None, None]
-    pixels = np.concatenate([np.broadcast_to(x, (height, width, 1)), np.broadcast_to(y, (height, width, 1))], -1)
-    return Image.fromarray(np.concatenate([pixels, pixels[..., :1]], -1).astype(np.uint8))
-
-
-@pytest.mark.parametrize(("width", "height"), [(50, 30), (30, 50), (16, 16), (10, 7), (300, 17)])
-def test_adm_center_crop_returns_exactly_the_requested_square(width: int, height: int):
-    cropped = adm_center_crop(gradient_image(width, height), 16)
-    assert cropped.size == (16, 16) and cropped.mode == "RGB"
-
-
-def test_adm_center_crop_box_halves_large_images_before_the_bicubic_resize(monkeypatch):
-    calls: list[tuple[tuple[int, int], int]] = []
-    original = Image.Image.resize
-
-    def spy(self, size, resample=None, *args, **kwargs):
-        calls.append((tuple(size), resample))
-        return original(self, size, resample, *args, **kwargs)
-
-    monkeypatch.setattr(Image.Image, "resize", spy)
-    cropped = adm_center_crop(gradient_image(160, 130), 32)  # short side 130 >= 2 * 32 twice
-    assert cropped.size == (32, 32)
-    box, bicubic = Image.Resampling.BOX, Image.Resampling.BICUBIC
-    assert calls == [((80, 65), box), ((40, 32), box)]  # 32 is already the target: no bicubic step needed
-
-    calls.clear()
-    adm_center_crop(gradient_image(100, 70), 32)  # 70 >= 64: one halving to 50x35, then bicubic to 46x32
-    assert calls == [((50, 35), box), ((46, 32), bicubic)]
-
-    calls.clear()
-    adm_center_crop(gradient_image(60, 40), 32)  # 40 < 64: straight to bicubic
-    assert calls == [((48, 32), bicubic)]
-
-
-def test_adm_center_crop_keeps_the_centre():
-    pixels = np.zeros((40, 80), dtype=np.uint8)
-    pixels[:, 20:60] = 255  # a white centred square on black side bands
-    cropped = np.asarray(adm_center_crop(Image.fromarray(pixels), 20))
-    assert cropped.shape == (20, 20) and (cropped == 255).all()
 
 
 def test_output_folder_problem_names_a_file_in_the_way(tmp_path):

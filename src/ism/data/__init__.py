@@ -1,4 +1,8 @@
-"""Datasets, the pixel convention, toy distributions and the resumable batch order."""
+"""Datasets, the pixel convention, toy distributions and the resumable batch order.
+
+A study's real images (what training, encoding, the FID reference and the floor read) have one home,
+:mod:`ism.data.real`; image files become pixels in one place, :mod:`ism.data.imagefiles` (reader, ADM crop, channels).
+"""
 
 from ism.data.batches import BatchSchedule
 from ism.data.datasets import DATASETS, DataError, Dataset, Split, load_dataset

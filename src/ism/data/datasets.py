@@ -17,17 +17,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from ism.config import DATASETS
+from ism.data.imagefiles import check_image_size, folder_channels, read_image, read_pixels
 from ism.data.images import uint8_to_model
 from ism.data.toy import checkerboard, eight_gaussians
 from ism.errors import DataError, one_line
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg"})
-# Modes kept as one channel. 16-bit modes are scaled to 8 bits ourselves: PIL's convert("L") clips them.
-_GRAY_8BIT_MODES = frozenset({"1", "L", "LA", "La"})
-_GRAY_16BIT_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
 _IMAGEFOLDER_LAYOUT = "a folder with one sub-folder per class"
 
 
@@ -155,17 +152,16 @@ def _read_imagefolder(root: str | None, image_size: int | None) -> _LabelledImag
     """Images under ``root/<class>/``; classes are the sorted sub-folder names, labelled 0..C-1.
 
     Each class needs at least 2 images (one per side of the stratified split); a smaller class raises
-    DataError rather than silently falling back to an unstratified split.
+    DataError rather than silently falling back to an unstratified split. Pixels come from
+    :func:`ism.data.imagefiles.read_pixels`, exactly as :func:`ism.data.real.real_images` reads them file by file.
     """
-    if image_size is not None and image_size < 1:
-        raise DataError(f"data.image_size must be a positive number of pixels, got {image_size}")
-    paths, label_array, class_names = list_imagefolder(root)
-    labels = label_array.tolist()
-    arrays = [_read_image(path, image_size) for path in paths]
+    check_image_size(image_size)
+    paths, labels, class_names = list_imagefolder(root)
+    channels = folder_channels(paths)
+    arrays = [read_pixels(path, image_size, channels) for path in paths]
     if image_size is None:
-        _check_same_size(paths, [a.shape[:2] for a in arrays])
-    pixels = _stack_channels_first(arrays)
-    return _LabelledImages(pixels, np.asarray(labels, dtype=np.int64), class_names)
+        _check_same_size(paths, [a.shape[1:] for a in arrays])
+    return _LabelledImages(np.stack(arrays), labels, class_names)
 
 
 def list_imagefolder(root: str | None) -> tuple[list[Path], np.ndarray, tuple[str, ...]]:
@@ -241,30 +237,6 @@ def _image_files(class_dir: Path) -> list[Path]:
     )
 
 
-def read_image(path: str | Path) -> Image.Image:
-    """The one way ism reads an image file: fully decoded, as 8-bit "L" (grayscale) or "RGB".
-
-    Every failure (missing or unreadable file, not an image, truncated or corrupt data, a decompression bomb) is
-    one :class:`DataError` naming the file, so ``ism train`` and ``ism encode`` report a bad file alike.
-    """
-    try:
-        with Image.open(path) as opened:
-            opened.load()  # decodes every byte: a truncated or corrupt file fails here, not later in a job
-            return _to_8bit(opened)
-    except Image.UnidentifiedImageError as err:
-        raise DataError(f"cannot read image '{path}' (not a PNG or JPEG image): remove or replace the file") from err
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
-        raise DataError(f"cannot read image '{path}' ({one_line(err)}): remove or replace the file") from err
-
-
-def _read_image(path: Path, image_size: int | None) -> np.ndarray:
-    """One image as uint8 (H, W) if grayscale or (H, W, 3) otherwise, centre-cropped and resized if asked."""
-    image = read_image(path)
-    if image_size is not None:
-        image = _centre_crop_resize(image, image_size)
-    return np.asarray(image, dtype=np.uint8)
-
-
 def check_imagefolder(
     root: str | None,
     test_fraction: float,
@@ -282,8 +254,7 @@ def check_imagefolder(
     An encoded folder needs a fixed ``data.image_size``: without one, images of two sizes are named (as
     :func:`load_dataset` names them), and same-sized images are refused with the key to set.
     """
-    if image_size is not None and image_size < 1:
-        raise DataError(f"data.image_size must be a positive number of pixels, got {image_size}")
+    check_image_size(image_size)
     train, test, _ = split_imagefolder(root, test_fraction, split_seed)
     if not 0 <= shard < num_shards:
         raise DataError(f"shard {shard} is not one of the {num_shards} shards (0..{num_shards - 1})")
@@ -308,31 +279,6 @@ def _block(num_items: int, shard: int, num_shards: int) -> tuple[int, int]:
     return start, start + base + (1 if shard < extra else 0)
 
 
-def _to_8bit(image: Image.Image) -> Image.Image:
-    """Grayscale modes -> "L", 16-bit grayscale rescaled by 255/65535, everything else -> "RGB"."""
-    if image.mode in _GRAY_8BIT_MODES:
-        return image.convert("L")
-    if image.mode in _GRAY_16BIT_MODES:
-        wide = np.asarray(image, dtype=np.float64)
-        return Image.fromarray(np.rint(np.clip(wide, 0, 65535) * (255 / 65535)).astype(np.uint8), mode="L")
-    return image.convert("RGB")
-
-
-def _centre_crop_resize(image: Image.Image, size: int) -> Image.Image:
-    """Crop the largest centred square, then resize it to size x size.
-
-    PIL's BICUBIC resize scales its kernel with the reduction factor, so downsampling is antialiased;
-    ``reducing_gap`` first box-reduces very large images (fast) while staying within 3x of the target.
-    """
-    width, height = image.size
-    side = min(width, height)
-    left, top = (width - side) // 2, (height - side) // 2
-    square = image.crop((left, top, left + side, top + side))
-    if side == size:
-        return square
-    return square.resize((size, size), resample=Image.Resampling.BICUBIC, reducing_gap=3.0)
-
-
 def _check_same_size(paths: list[Path], heights_widths: list[tuple[int, ...]]) -> None:
     first_hw = heights_widths[0]
     for path, height_width in zip(paths, heights_widths, strict=True):
@@ -345,14 +291,6 @@ def _check_same_size(paths: list[Path], heights_widths: list[tuple[int, ...]]) -
 
 def _describe_size(height_width: tuple[int, ...]) -> str:
     return f"{height_width[1]}x{height_width[0]} (width x height)"
-
-
-def _stack_channels_first(arrays: list[np.ndarray]) -> np.ndarray:
-    """(N, 1, H, W) if every image is grayscale, else (N, 3, H, W) with gray images repeated to RGB."""
-    if all(a.ndim == 2 for a in arrays):
-        return np.stack(arrays)[:, None]
-    as_rgb = [np.repeat(a[:, :, None], 3, axis=2) if a.ndim == 2 else a for a in arrays]
-    return np.ascontiguousarray(np.stack(as_rgb).transpose(0, 3, 1, 2))
 
 
 # ------------------------------------------------------------------------------------------------ toy sets

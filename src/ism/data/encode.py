@@ -14,10 +14,11 @@ Why this layout:
   page cache and ImageNet latents never have to fit in RAM; merging streams shard by shard for the same reason.
 * **shards** - shard ``i`` of ``n`` is the contiguous block ``np.array_split(range(N), n)[i]`` of the source
   images, so one cluster job per shard encodes in parallel and every rerun produces the same shard.
-* **atomic** - every file is written under a hidden temporary name in the same folder (``.NAME.tmp-PID``) and
-  then renamed with ``os.replace``. A shard's labels file is written after its latents and ``meta.json`` after
-  ``train.npy`` and ``labels.npy``, and each is deleted before its companions are rewritten, so a killed job
-  leaves nothing that :func:`merge_shards` or :func:`load_latents` would accept.
+* **atomic** - every file is written through :func:`ism.atomic.atomic_path`: under a hidden temporary name in the
+  same folder (``.NAME.tmp-PID``), fsynced, then renamed with ``os.replace``. A shard's labels file is written
+  after its latents and ``meta.json`` after ``train.npy`` and ``labels.npy``, and each is deleted before its
+  companions are rewritten, so a killed job leaves nothing that :func:`merge_shards` or :func:`load_latents` would
+  accept.
 
 Encoders:
 
@@ -34,7 +35,6 @@ Every problem raises :class:`EncodeError` with one line naming the file, key or 
 
 from __future__ import annotations
 
-import io
 import json
 import os
 from collections.abc import Callable, Iterator
@@ -43,10 +43,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from PIL import Image
 from tqdm import tqdm
 
-from ism.atomic import write_bytes, write_json
+from ism.atomic import atomic_path, write_json
 from ism.config import ENCODERS
 from ism.data.images import uint8_to_model
 from ism.errors import EncodeError, one_line
@@ -410,19 +409,19 @@ def _load_npy(path: Path, fix: str) -> np.memmap:
 
 
 def _write_npy(path: Path, array: np.ndarray) -> Path:
-    buffer = io.BytesIO()
-    np.save(buffer, array, allow_pickle=False)
-    return write_bytes(path, buffer.getvalue())
+    # A file object, not the name: np.save would append ".npy" to the temporary name.
+    with atomic_path(path) as tmp, tmp.open("wb") as f:
+        np.save(f, array, allow_pickle=False)
+    return path
 
 
 def _write_npy_stream(path: Path, num_rows: int, chunks: Iterator[np.ndarray]) -> Path:
-    """Write float32 rows from ``chunks`` to ``path`` through a memmapped temporary file, fsync, then rename.
+    """Write float32 rows from ``chunks`` to ``path`` through a memory-mapped temporary file (never all in RAM).
 
     The row shape is taken from the first chunk; the chunks must hold exactly ``num_rows`` rows.
     """
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    destination: np.memmap | None = None
-    try:
+    with atomic_path(path) as tmp:
+        destination: np.memmap | None = None
         filled = 0
         for chunk in chunks:
             if destination is None:
@@ -433,35 +432,5 @@ def _write_npy_stream(path: Path, num_rows: int, chunks: Iterator[np.ndarray]) -
         if destination is None or filled != num_rows:
             raise EncodeError(f"internal error: wrote {filled} of {num_rows} rows to '{path}'")
         destination.flush()
-        del destination
-        with tmp.open("rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+        del destination  # unmaps the file before atomic_path fsyncs and renames it
     return path
-
-
-# -------------------------------------------------------------------------------------------- ADM centre crop
-
-
-def adm_center_crop(pil_image: Image.Image, image_size: int) -> Image.Image:
-    """The ADM/DiT ImageNet preprocessing: an ``image_size`` x ``image_size`` centre crop.
-
-    While the short side is at least ``2 * image_size`` the image is halved with BOX filtering (cheap and
-    alias-free), then resized with BICUBIC so that its short side is exactly ``image_size``, then the centred
-    square is cropped. The image mode is kept: convert to RGB first for ImageNet.
-    """
-    if image_size < 1:
-        raise EncodeError(f"image_size must be a positive number of pixels, got {image_size}")
-    image = pil_image
-    while min(image.size) >= 2 * image_size:
-        image = image.resize((image.width // 2, image.height // 2), resample=Image.Resampling.BOX)
-    ratio = image_size / min(image.size)
-    # max() guards the short side against rounding below image_size for extreme aspect ratios
-    width = max(image_size, round(image.width * ratio))
-    height = max(image_size, round(image.height * ratio))
-    if (width, height) != image.size:
-        image = image.resize((width, height), resample=Image.Resampling.BICUBIC)
-    left, top = (width - image_size) // 2, (height - image_size) // 2
-    return image.crop((left, top, left + image_size, top + image_size))
