@@ -31,3 +31,10 @@ def _deterministic_threads():
 def tiny_run(run: str = "sm", *extra: str) -> RunConfig:
     """The default digits study shrunk to a tiny DiT (a few ms per step)."""
     return load_run(DEFAULT_CONFIG, run, [*TINY_OVERRIDES, *extra])
+
+
+def train(cfg: RunConfig, *, until_step: int | None = None, **trainer_args):
+    """Train ``cfg`` in one call, ``Trainer(cfg, **trainer_args).run(until_step)``; returns its TrainResult."""
+    from ism.train import Trainer  # imported here: most tests never train
+
+    return Trainer(cfg, **trainer_args).run(until_step=until_step)

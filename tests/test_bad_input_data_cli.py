@@ -21,7 +21,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from .conftest import DEFAULT_CONFIG, tiny_run
+from .conftest import DEFAULT_CONFIG, tiny_run, train
 
 GUARDED = ("results", "models", "data", "work")
 IMAGES = "imgs"  # the image folder of a case, outside every guarded folder
@@ -171,7 +171,6 @@ def _snapshot(folder: Path) -> set[str]:
 @pytest.fixture(scope="module")
 def outcomes(tmp_path_factory) -> dict:
     from ism.sample import sample_to_files
-    from ism.train import train
 
     shared = tmp_path_factory.mktemp("shared")
     model = shared / "model.pt"

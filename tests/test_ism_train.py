@@ -6,9 +6,9 @@ import torch
 from ism.checkpoint import safe_load
 from ism.config import ConfigError, load_run
 from ism.sample import generate, load_trained, sample_to_files
-from ism.train import Trainer, train
+from ism.train import Trainer
 
-from .conftest import DEFAULT_CONFIG, TINY_OVERRIDES
+from .conftest import DEFAULT_CONFIG, TINY_OVERRIDES, train
 
 
 def tiny_ism(run="ism", *extra):

@@ -8,9 +8,8 @@ import torch
 
 from ism.checkpoint import CheckpointError
 from ism.sample import euler_sample, generate, guidance_allowed, load_trained, query_level, save_samples
-from ism.train import train
 
-from .conftest import tiny_run
+from .conftest import tiny_run, train
 
 
 class Decay(torch.nn.Module):

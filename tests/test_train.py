@@ -7,9 +7,9 @@ import torch
 
 from ism.checkpoint import CheckpointError, list_checkpoints, safe_load
 from ism.sample import generate, load_trained
-from ism.train import NonFiniteLossError, Trainer, train
+from ism.train import NonFiniteLossError, Trainer
 
-from .conftest import tiny_run
+from .conftest import tiny_run, train
 
 
 def _weights(path):

@@ -94,31 +94,63 @@ class Trainer:
         self.live_dir = Path(live_dir) if live_dir is not None else None
         self.progress = progress
         self.step_guard = step_guard  # wraps each step (launch.py defers the checkpoint signal to step boundaries)
+        self._join_processes()
+        self._load_training_set(dataset, latents)
+        self._build_model()
+        self._plan_batches()
+        self.step = 0
+        self.resumed_from = 0
+
+    def _join_processes(self) -> None:
+        """This process's rank and device; the batch must split evenly over the processes (DESIGN D9)."""
         self.rank, self.world_size = _distributed_rank()
-        self.device = select_device(cfg.train.device, local_rank=self.rank if self.world_size > 1 else None)
+        self.device = select_device(self.cfg.train.device, local_rank=self.rank if self.world_size > 1 else None)
+        if self.cfg.train.batch_size % self.world_size:
+            raise ValueError(
+                f"config key 'train.batch_size': {self.cfg.train.batch_size} does not split over {self.world_size} "
+                "processes: choose a multiple of launch.nodes x tasks per node"
+            )
+
+    def _load_training_set(self, dataset: Dataset | None, latents: str | Path | None) -> None:
+        """The data: given, an encoded folder (``ism encode``), or read directly from ``data.*``; then placed.
+
+        Small sets move to the device once; a memory-mapped latent set stays on the host, read batch by batch.
+        """
         self.encoding: dict[str, Any] = {"encoder": "identity"}
         if dataset is not None:
             self.data = dataset
         elif latents is not None:
             self.data, self.encoding = load_encoded(latents)
         else:
-            self.data = load_data(cfg.data)
-        if cfg.train.batch_size % self.world_size:
-            raise ValueError(
-                f"config key 'train.batch_size': {cfg.train.batch_size} does not split over {self.world_size} "
-                "processes: choose a multiple of launch.nodes x tasks per node"
-            )
+            self.data = load_data(self.cfg.data)
+        train = self.data.train
+        on_host = not train.images.is_contiguous() or train.images.untyped_storage().nbytes() > 2**30
+        self.x_train = train.images if on_host else train.images.to(self.device)
+        self.y_train = train.labels if on_host else train.labels.to(self.device)
 
-        torch.manual_seed(cfg.train.seed)  # the initial weights are a function of the seed
+    def _build_model(self) -> None:
+        """Network (its initial weights a function of the seed), AdamW, the EMA copies, the objective, and the
+        network the step runs (DDP-wrapped over several processes)."""
+        cfg, t = self.cfg, self.cfg.train
+        torch.manual_seed(t.seed)
         self.model = build_network(cfg, self.data.sample_shape, self.data.num_classes).to(self.device)
-        t = cfg.train
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
         self.emas = {name: EMA(self.model, e.decay, e.warmup) for name, e in t.ema.items()}
         self.objective = ShortcutObjective(cfg.method, self.data.num_classes)
+        self.network = self.model
+        if self.world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.network = DistributedDataParallel(self.model, device_ids=ids)
+
+    def _plan_batches(self) -> None:
+        """The resumable data order of every step, and the sOT pairing of each batch with its noise (if enabled)."""
+        t, ot = self.cfg.train, self.cfg.method.transport
         self.schedule = BatchSchedule(len(self.data.train.labels), t.batch_size, t.seed)
-        ot = cfg.method.transport
-        self.pairing = (
-            PooledPairing(
+        self.pairing = None
+        if ot.enabled:
+            self.pairing = PooledPairing(
                 self.data.train.images,
                 self.schedule,
                 ot.pool_batches,
@@ -128,23 +160,6 @@ class Trainer:
                 shards=ot.shards,
                 shard_ids=shards_of_rank(t.batch_size, ot.shards, self.rank, self.world_size),
             )
-            if ot.enabled
-            else None
-        )
-        # Small sets move to the device once; a memory-mapped latent set stays on the host, read batch by batch.
-        on_host = (
-            not self.data.train.images.is_contiguous() or self.data.train.images.untyped_storage().nbytes() > 2**30
-        )
-        self.x_train = self.data.train.images if on_host else self.data.train.images.to(self.device)
-        self.y_train = self.data.train.labels if on_host else self.data.train.labels.to(self.device)
-        self.network = self.model
-        if self.world_size > 1:
-            from torch.nn.parallel import DistributedDataParallel
-
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.network = DistributedDataParallel(self.model, device_ids=ids)
-        self.step = 0
-        self.resumed_from = 0
 
     # --- state ------------------------------------------------------------------------------------------
     @property
@@ -324,8 +339,3 @@ def _distributed_rank() -> tuple[int, int]:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
     return 0, 1
-
-
-def train(cfg: RunConfig, **kwargs: Any) -> TrainResult:
-    until_step = kwargs.pop("until_step", None)
-    return Trainer(cfg, **kwargs).run(until_step=until_step)
