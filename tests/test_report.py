@@ -21,6 +21,8 @@ def test_report_table_metrics_and_plot(tmp_path):
     write_json(tmp_path / "ism" / "metrics" / "steps1-w0.5.json", _metrics(40.0, 1, "infer"))
     write_json(tmp_path / "ism" / "metrics" / "steps1-w2.json", _metrics(45.0))  # old file: no metadata
     write_json(tmp_path / "floor.json", _metrics(3.3))
+    for stray in ("notes.json", "steps4-w.json", "steps4.json.bak"):  # not metrics of a samples file: ignored
+        (tmp_path / "sm" / "metrics" / stray).write_text("not json")
     table = write_report(tmp_path, ["fm", "sm", "ism"], tmp_path / "floor.json", tmp_path / "out")
     lines = table.strip().splitlines()
     assert lines[0] == "| run | weights | 1 step | 4 steps |"

@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import io
 import json
-import re
 from pathlib import Path
 from typing import Any
 
 from ism.atomic import write_bytes, write_json
-
-_NAME = re.compile(r"^steps(?P<steps>\d+)(?:-w(?P<w>[0-9.]+))?\.json$")
+from ism.naming import parse_sample_name
 
 
 def collect(
@@ -30,14 +28,22 @@ def collect(
         folder = Path(results) / run / "metrics"
         if not folder.is_dir():
             raise FileNotFoundError(f"no metrics for run '{run}' in '{folder}' (run 'ism evaluate' first)")
-        for path in sorted(folder.iterdir()):
-            match = _NAME.match(path.name)
-            if match is None or (wanted is not None and path.resolve() not in wanted):
+        for path in sorted(folder.glob("*.json")):
+            name = _sample_name_of(path)
+            if name is None or (wanted is not None and path.resolve() not in wanted):
                 continue
-            label = run if match["w"] is None else f"{run} (w={float(match['w']):g})"
-            steps = int(match["steps"])
+            steps, w = name
+            label = run if w is None else f"{run} (w={w:g})"
             rows.setdefault(label, {})[steps] = _with_provenance(json.loads(path.read_text()), steps)
     return rows
+
+
+def _sample_name_of(path: Path) -> tuple[int, float | None] | None:
+    """(steps, w) of a metrics file named after its samples file; None for any other file in the folder."""
+    try:
+        return parse_sample_name(path.stem)
+    except ValueError:
+        return None
 
 
 def _with_provenance(metrics: dict[str, Any], steps: int) -> dict[str, Any]:

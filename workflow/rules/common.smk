@@ -8,6 +8,7 @@ from pathlib import Path
 import yaml
 from snakemake.utils import validate
 
+from ism.atomic import write_bytes
 from ism.config import (
     ConfigError,
     pipeline_runs,
@@ -15,6 +16,7 @@ from ism.config import (
     training_identity,
     validate_study,
 )
+from ism.naming import sample_names, shard_label, shard_name
 
 # One line naming the key, before any job starts (the library's check, then the exported JSON Schema).
 try:
@@ -43,10 +45,7 @@ def _write_study_file():
     text = yaml.safe_dump(dict(config), sort_keys=True)
     path = Path(STUDY_FILE)
     if not path.is_file() or path.read_text() != text:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
+        write_bytes(path, text.encode())
 
 
 _write_study_file()
@@ -82,20 +81,35 @@ def data_key(wildcards=None):
     return digest(STUDY.data.model_dump(mode="json"))
 
 
-def sample_names(run):
-    """steps<N> per budget, or steps<N>-w<w> per budget and guidance scale of an intrinsic-guidance run."""
-    cfg = RUN_CONFIGS[run]
-    scales = cfg.sample.guidance if cfg.method.guidance.intrinsic else [None]
+# A samples file's name (ism.naming.sample_name) in wildcards: steps<N>, or steps<N>-w<w> for a run with intrinsic
+# guidance. {w} is the guidance scale alone and {w_tag} the "-w" before it; both are empty for a file without w.
+SAMPLE = "steps{steps}{w_tag}{w}"
+
+
+def guidance_option(wildcards):
+    """The file's guidance scale as `ism sample --guidance w`; nothing for a file without one."""
+    return f"--guidance {wildcards.w}" if wildcards.w else ""
+
+
+def samples_option(wildcards, input):
+    """The samples file `ism evaluate` scores (the floor scores held-out real images instead)."""
+    return f"--samples {shlex.quote(input.samples)}"
+
+
+def shard_number(wildcards):
+    return int(wildcards.shard)
+
+
+def shard_count(wildcards):
+    return int(wildcards.shards)
+
+
+def sample_shard_files():
+    """Every shard of one samples file in shard order (the job's wildcards fill in run, steps and w)."""
     return [
-        f"steps{n}" if w is None else f"steps{n}-w{w:g}"
-        for n in cfg.sample.budgets
-        for w in scales
+        f"work/{{run}}/sample-shards/{shard_name(SAMPLE, i, SAMPLE_SHARDS)}.npz"
+        for i in range(SAMPLE_SHARDS)
     ]
-
-
-def sample_arguments(wildcards):
-    steps, _, w = wildcards.name.removeprefix("steps").partition("-w")
-    return f"--steps {steps}" + (f" --guidance {w}" if w else "")
 
 
 LATENT_FILES = [
@@ -112,7 +126,7 @@ def train_threads(wildcards):
 
 def encode_shard_files(suffix):
     return [
-        f"{LATENTS}/shard-{i:05d}-of-{ENCODE_SHARDS:05d}.{suffix}"
+        f"{LATENTS}/{shard_label(i, ENCODE_SHARDS)}.{suffix}"
         for i in range(ENCODE_SHARDS)
     ]
 
@@ -127,7 +141,9 @@ def latents_folder(wildcards, input):
 
 
 METRICS = [
-    f"results/{run}/metrics/{name}.json" for run in RUNS for name in sample_names(run)
+    f"results/{run}/metrics/{name}.json"
+    for run in RUNS
+    for name in sample_names(RUN_CONFIGS[run])
 ]
 REPORT = [
     f"results/{name}"
@@ -139,5 +155,7 @@ wildcard_constraints:
     run=r"[A-Za-z0-9_.-]+",
     dataset=r"[A-Za-z0-9_.-]+",
     shards=r"\d{5}",
-    name=r"steps\d+(-w[0-9.]+)?",
+    steps=r"\d+",
+    w_tag=r"(-w)?",
+    w=r"(?<=-w)\d+(\.\d+)?|(?<!-w)",  # a number after "-w", else nothing
     shard=r"\d+",

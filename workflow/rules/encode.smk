@@ -17,9 +17,9 @@ rule encode_shard:
         ism=ISM,
         study=STUDY_FILE,
         out_dir=output_folder,
-        shards=lambda wildcards: int(wildcards.shards),
+        shards=shard_count,
         data=data_key,
-        shard=lambda wildcards: int(wildcards.shard),
+        shard=shard_number,
     shell:
         "{params.ism} encode --config {params.study:q} --out-dir {params.out_dir:q} --shard {params.shard} --num-shards {params.shards} > {log:q} 2>&1"
 

@@ -30,50 +30,41 @@ rule fid_reference:
         "{params.ism} fid-reference --config {params.study:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
-rule floor:
+rule evaluate:
+    input:
+        samples=f"results/{{run}}/samples/{SAMPLE}.npz",
+        reference=REFERENCE_INPUTS,
+    output:
+        f"results/{{run}}/metrics/{SAMPLE}.json",
+    log:
+        f"logs/evaluate/{{run}}/{SAMPLE}.log",
+    conda:
+        "../envs/ism.yaml"
+    threads: THREADS
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    params:
+        ism=ISM,
+        study=STUDY_FILE,
+        evaluation=evaluation_key,
+        reference=REFERENCE_ARGUMENT,
+        source=samples_option,
+    shell:
+        "{params.ism} evaluate {params.source} --config {params.study:q} {params.reference} --out {output:q} > {log:q} 2>&1"
+
+
+# The floor: held-out real images, scored as a samples file is.
+use rule evaluate as floor with:
     input:
         reference=REFERENCE_INPUTS,
     output:
         "results/floor.json",
     log:
         "logs/evaluate/floor.log",
-    conda:
-        "../envs/ism.yaml"
-    threads: THREADS
-    resources:
-        mem_mb=8000,
-        runtime=60,
     params:
-        ism=ISM,
-        study=STUDY_FILE,
-        evaluation=evaluation_key,
-        reference=REFERENCE_ARGUMENT,
+        source="--floor",
         images=STUDY.evaluate.floor_images or STUDY.sample.num_images,
-    shell:
-        "{params.ism} evaluate --floor --config {params.study:q} {params.reference} --out {output:q} > {log:q} 2>&1"
-
-
-rule evaluate:
-    input:
-        samples="results/{run}/samples/{name}.npz",
-        reference=REFERENCE_INPUTS,
-    output:
-        "results/{run}/metrics/{name}.json",
-    log:
-        "logs/evaluate/{run}/{name}.log",
-    conda:
-        "../envs/ism.yaml"
-    threads: THREADS
-    resources:
-        mem_mb=8000,
-        runtime=60,
-    params:
-        ism=ISM,
-        study=STUDY_FILE,
-        evaluation=evaluation_key,
-        reference=REFERENCE_ARGUMENT,
-    shell:
-        "{params.ism} evaluate --samples {input.samples:q} --config {params.study:q} {params.reference} --out {output:q} > {log:q} 2>&1"
 
 
 rule report:
