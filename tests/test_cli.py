@@ -76,3 +76,13 @@ def test_train_then_sample(tmp_path):
     assert bad.returncode == 2 and "argument --steps: 3 is not a power of two" in bad.stderr
     too_fine = ism("sample", "--checkpoint", str(model), "--steps", "256", cwd=tmp_path)
     assert too_fine.returncode == 2 and "--steps [256]" in too_fine.stderr and "base_steps=128" in too_fine.stderr
+
+
+def test_sample_config_needs_a_run_before_the_model_is_read(tmp_path):
+    result = ism(
+        "sample", "--checkpoint", str(tmp_path / "missing.pt"), "--steps", "1", "--config", str(DEFAULT_CONFIG)
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "ism: error: --config needs --run: the run whose 'sample' section applies"
+    ]

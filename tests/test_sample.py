@@ -129,12 +129,14 @@ def test_tile_images_places_each_image_in_row_major_order_with_white_padding():
 )
 def test_bad_counts_are_refused_before_the_model_is_read(tmp_path, kwargs, message):
     from ism.config import ConfigError
-    from ism.sample import sample_to_files
+    from ism.sample import SampleSettings, sample_to_files
 
     with pytest.raises(ConfigError, match=message):  # the model file does not even exist
-        sample_to_files(tmp_path / "missing.pt", tmp_path / "out", [1], progress=False, **kwargs)
+        sample_to_files(tmp_path / "missing.pt", tmp_path / "out", [1], SampleSettings(**kwargs), progress=False)
     with pytest.raises(ConfigError, match=r"--steps \[3\]"):
         sample_to_files(tmp_path / "missing.pt", tmp_path / "out", [1, 3], progress=False)
+    with pytest.raises(ConfigError, match=r"--guidance \[0.5, -1\]: guidance scales must be >= 0"):
+        sample_to_files(tmp_path / "missing.pt", tmp_path / "out", [1], SampleSettings(guidance=[0.5, -1]))
     assert not (tmp_path / "out").exists()
 
 
@@ -149,11 +151,14 @@ def test_an_out_dir_under_a_file_is_refused_before_the_model_is_read(tmp_path):
 
 def test_merge_names_the_shard_that_does_not_fit(trained_model, tmp_path):
     from ism.config import ConfigError
-    from ism.sample import merge_sample_shards, sample_to_files
+    from ism.sample import SampleSettings, merge_sample_shards, sample_to_files
 
-    common = {"num_images": 6, "batch_size": 2, "progress": False, "device": "cpu", "num_shards": 2}
-    first, second = (sample_to_files(trained_model, tmp_path / "a", [1], shard=i, **common)[0] for i in (0, 1))
-    other = sample_to_files(trained_model, tmp_path / "b", [1], shard=1, seed=7, **common)[0]
+    def shard(i, folder, **settings):
+        settings = SampleSettings(num_images=6, batch_size=2, shard=i, num_shards=2, **settings)
+        return sample_to_files(trained_model, tmp_path / folder, [1], settings, progress=False, device="cpu")[0]
+
+    first, second = shard(0, "a"), shard(1, "a")
+    other = shard(1, "b", seed=7)
     out = tmp_path / "merged" / "steps1.npz"
     with pytest.raises(ConfigError, match=rf"'{other}' has seed=7 but '{first}' has 0"):
         merge_sample_shards([first, other], out)
@@ -166,3 +171,15 @@ def test_merge_names_the_shard_that_does_not_fit(trained_model, tmp_path):
         merge_sample_shards([first, tmp_path / "junk.npz"], out)
     assert not out.parent.exists()
     assert merge_sample_shards([first, second], out) == out and out.is_file()
+
+
+def test_the_given_section_applies_and_given_values_override_it(trained_model, tmp_path):
+    from ism.sample import SampleSettings, sample_to_files
+
+    study = tiny_run("sm", "sample.seed=5", "sample.num_images=4", "sample.batch_size=4").sample
+    settings = SampleSettings(section=study, batch_size=3)
+    (path,) = sample_to_files(trained_model, tmp_path, [2], settings, progress=False, device="cpu")
+    with np.load(path, allow_pickle=False) as f:
+        meta = json.loads(str(f["meta"]))
+    assert path.name == "steps2.npz" and (tmp_path / "steps2.png").is_file()
+    assert (meta["seed"], meta["num_images"], meta["batch_size"]) == (5, 4, 3)

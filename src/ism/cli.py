@@ -9,9 +9,14 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ism import __version__
+
+if TYPE_CHECKING:
+    from ism.config import SampleConfig
 
 EPILOG_TRAIN = """\
 examples:
@@ -49,8 +54,10 @@ def _non_negative_int(text: str) -> int:
 
 def _step_budget(text: str) -> int:
     """argparse type: a power of two (1, 2, 4, ...); the model's method.base_steps caps it after loading."""
+    from ism.config import is_power_of_two
+
     value = _whole_number(text)
-    if value < 1 or value & (value - 1):
+    if not is_power_of_two(value):
         raise argparse.ArgumentTypeError(f"{value} is not a power of two (1, 2, 4, ..., 128)")
     return value
 
@@ -83,6 +90,40 @@ def _one_line_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     return parser
 
 
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ism",
+        description="Train shortcut models (SM, iSM) and flow matching; sample them in 1, 2, 4, … 128 steps.",
+    )
+    parser.add_argument("--version", action="version", version=f"ism {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add_command in (  # in the order of 'ism --help'
+        _add_train,
+        _add_launch,
+        _add_sample,
+        _add_merge_samples,
+        _add_encode,
+        _add_fid_reference,
+        _add_layout,
+        _add_schema,
+        _add_classifier,
+        _add_evaluate,
+        _add_report,
+    ):
+        add_command(sub)
+    return parser
+
+
+def _command(
+    sub: argparse._SubParsersAction, name: str, handler: Callable[[argparse.Namespace], int | None], **kwargs: Any
+) -> argparse.ArgumentParser:
+    """A sub-command that runs ``handler(args)``; a bad or missing argument of it is one line, exit 2."""
+    parser = sub.add_parser(name, **kwargs)
+    parser.set_defaults(handler=handler)
+    return _one_line_errors(parser)
+
+
 def _add_overrides(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--set",
@@ -92,6 +133,9 @@ def _add_overrides(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="override a config key, e.g. train.steps=100 (repeatable; values parsed as YAML)",
     )
+
+
+# ------------------------------------------------------------------------------------------------ train, launch
 
 
 def _train_common() -> argparse.ArgumentParser:
@@ -110,27 +154,36 @@ def _train_common() -> argparse.ArgumentParser:
     return common
 
 
-def _parser() -> argparse.ArgumentParser:
-    from ism.config import CLASSIFIER_DATASETS
-
-    parser = argparse.ArgumentParser(
-        prog="ism",
-        description="Train shortcut models (SM, iSM) and flow matching; sample them in 1, 2, 4, … 128 steps.",
-    )
-    parser.add_argument("--version", action="version", version=f"ism {__version__}")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    sub.add_parser(
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    _command(
+        sub,
         "train",
+        _train,
         help="train one run of a study config (in this process)",
         parents=[_train_common()],
         epilog=EPILOG_TRAIN,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Train one named run (e.g. fm, sm) of a study config on the CPU or a GPU.",
     )
-    launch = sub.add_parser(
+
+
+def _train(args: argparse.Namespace) -> None:
+    from ism.train import Trainer
+
+    cfg = _run_config(args)
+    trainer = Trainer(cfg, **_train_paths(args, cfg), progress=not args.quiet)
+    result = trainer.run(until_step=args.until_step)
+    if result.finished:
+        print(f"trained {cfg.name}: {result.step} steps -> {result.output}")
+    else:
+        print(f"stopped {cfg.name} at step {result.step} of {cfg.train.steps}; run again to resume")
+
+
+def _add_launch(sub: argparse._SubParsersAction) -> None:
+    launch = _command(
+        sub,
         "launch",
+        _launch,
         help="train one run as a submitit job (local, slurm or debug), wait for it and stream its log",
         parents=[_train_common()],
         description="Submit the training of one run with submitit, stream its log and wait; Ctrl-C or SIGTERM "
@@ -145,8 +198,42 @@ def _parser() -> argparse.ArgumentParser:
         "Snakemake leaves no training behind)",
     )
 
-    sample = sub.add_parser(
+
+def _launch(args: argparse.Namespace) -> None:
+    from ism.launch import TrainingJob, launch
+
+    cfg = _run_config(args)
+    if args.cluster:
+        cfg = cfg.model_copy(update={"launch": cfg.launch.model_copy(update={"cluster": args.cluster})})
+    job = TrainingJob(cfg, **_train_paths(args, cfg), until_step=args.until_step)
+    result = launch(job, watch_pid=args.watch_pid)
+    state = "trained" if result["finished"] else "stopped at step"
+    print(f"{state} {cfg.name}: step {result['step']} (resumed from {result['resumed_from']})")
+
+
+def _run_config(args: argparse.Namespace):
+    from ism.config import load_run
+
+    return load_run(args.config, args.run, args.overrides)
+
+
+def _train_paths(args: argparse.Namespace, cfg) -> dict:
+    return {
+        "workdir": args.workdir or Path("work") / cfg.name,
+        "output": args.output or Path("models") / cfg.name / "model.pt",
+        "live_dir": args.live_dir,
+        "latents": args.latents,
+    }
+
+
+# ------------------------------------------------------------------------------------------ sample, merge-samples
+
+
+def _add_sample(sub: argparse._SubParsersAction) -> None:
+    sample = _command(
+        sub,
         "sample",
+        _sample,
         help="sample a trained model at several step budgets",
         epilog=EPILOG_SAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -187,19 +274,65 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument(
         "--num-shards", type=_positive_int, default=1, help="split each file into this many jobs (default 1)"
     )
-    _one_line_errors(sample)
 
-    merge = sub.add_parser(
+
+def _sample(args: argparse.Namespace) -> None:
+    from ism.sample import SampleSettings, sample_to_files
+
+    settings = SampleSettings(
+        section=_study_sample_section(args),
+        num_images=args.num_images,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        weights=args.weights,
+        cfg_scale=args.cfg_scale,
+        guidance=args.guidance,
+        shard=args.shard,
+        num_shards=args.num_shards,
+    )
+    for path in sample_to_files(
+        args.checkpoint, args.out_dir, args.steps, settings, device=args.device, progress=not args.quiet
+    ):
+        print(path)
+
+
+def _study_sample_section(args: argparse.Namespace) -> SampleConfig | None:
+    """The 'sample' section of --run in the study --config, or None to sample with the model file's own."""
+    from ism.config import ConfigError, load_run
+
+    if not args.config:
+        return None
+    if not args.run:
+        raise ConfigError("--config needs --run: the run whose 'sample' section applies")
+    return load_run(args.config, args.run).sample
+
+
+def _add_merge_samples(sub: argparse._SubParsersAction) -> None:
+    merge = _command(
+        sub,
         "merge-samples",
+        _merge_samples,
         help="join the shards of one samples file (written by 'ism sample --shard')",
         description="Concatenate sample shards 0..S-1 in order into one steps<N>.npz and its grid.",
     )
     merge.add_argument("shards", nargs="+", type=Path, help="shard files in shard order")
     merge.add_argument("--out", required=True, type=Path, help="merged samples file")
-    _one_line_errors(merge)
 
-    encode = sub.add_parser(
+
+def _merge_samples(args: argparse.Namespace) -> None:
+    from ism.sample import merge_sample_shards
+
+    print(merge_sample_shards(args.shards, args.out))
+
+
+# ------------------------------------------------------------------------------------------- encode, fid-reference
+
+
+def _add_encode(sub: argparse._SubParsersAction) -> None:
+    encode = _command(
+        sub,
         "encode",
+        _encode,
         help="encode the study's training images (identity or SD-VAE latents) into memory-mappable files",
         description="Encode shard I of S of the train split into OUT_DIR (one job per shard); --merge joins "
         "the S shards into OUT_DIR/train.npy, labels.npy and meta.json.",
@@ -209,108 +342,6 @@ def _parser() -> argparse.ArgumentParser:
     encode.add_argument("--shard", type=_non_negative_int, default=0, help="which shard to encode (default 0)")
     encode.add_argument("--num-shards", type=_positive_int, default=1, help="number of shards (default 1)")
     encode.add_argument("--merge", action="store_true", help="merge the shards instead of encoding one")
-    _one_line_errors(encode)
-
-    reference = sub.add_parser(
-        "fid-reference",
-        help="embed the real reference images once (features used by 'ism evaluate')",
-        description="Compute the features of the train split with the study's extractor (torch-fidelity) and "
-        "write them as float32 to OUT_DIR/reference.npz (no pickle), their info to OUT_DIR/reference.json.",
-    )
-    reference.add_argument("--config", required=True, help="study YAML file")
-    reference.add_argument("--out-dir", required=True, type=Path, help="reference folder (results/fid_reference)")
-
-    layout = sub.add_parser(
-        "layout",
-        help="dry-run check of the training step's row layout at the study's world size",
-        description="Print each run's global self-consistency/flow-matching/guidance rows per level and each "
-        "rank's share (world size from launch.nodes x tasks per node); exit 1 on a layout defect.",
-    )
-    layout.add_argument("--config", required=True, help="study YAML file (e.g. config/imagenet256.yaml)")
-    layout.add_argument("--run", dest="runs", nargs="+", help="runs to check (default: every run of the study)")
-    _add_overrides(layout)
-
-    schema = sub.add_parser("schema", help="write the JSON Schema of study files (workflow/schemas)")
-    schema.add_argument("--out", required=True, type=Path, help="schema file to write")
-    classifier = sub.add_parser(
-        "classifier",
-        help="train the digit classifier whose features define FID on the embedded data",
-        description="Train the small classifier of an embedded dataset deterministically (seeded init and order) and "
-        "save it atomically. The committed checkpoints under src/ism/assets/ were made with the defaults.",
-    )
-    classifier.add_argument("--dataset", default="digits", choices=CLASSIFIER_DATASETS)
-    classifier.add_argument("--out", type=Path, help="checkpoint (default: src/ism/assets/classifier-DATASET.pt)")
-    classifier.add_argument("--seed", type=int, default=0)
-    classifier.add_argument("--steps", type=int, default=1500)
-
-    evaluate = sub.add_parser(
-        "evaluate",
-        help="FID, KID, precision and recall of a samples file (or of real held-out images: the floor)",
-        description="Compare samples with the train split of the run's dataset in the study's feature space "
-        "(torch-fidelity), or with the ADM reference statistics of evaluate.reference_statistics (FID only). "
-        "--floor scores held-out real test images instead. Samples must match the reference's size and channels.",
-    )
-    source = evaluate.add_mutually_exclusive_group(required=True)
-    source.add_argument("--samples", type=Path, help="steps<N>.npz written by 'ism sample'")
-    source.add_argument("--floor", action="store_true", help="score the held-out real images (the floor)")
-    evaluate.add_argument("--config", required=True, help="study YAML file")
-    evaluate.add_argument(
-        "--reference",
-        type=Path,
-        help="folder written by 'ism fid-reference' (default: embed now; unused with evaluate.reference_statistics)",
-    )
-    evaluate.add_argument("--out", required=True, type=Path, help="metrics JSON to write")
-
-    report = sub.add_parser(
-        "report",
-        help="FID table (markdown), FID-vs-steps plot and metrics.json from the evaluated runs",
-        description="Collect RESULTS/<run>/metrics/steps<N>[-w<w>].json of the given runs and write "
-        "OUT_DIR/metrics.json, OUT_DIR/report.md and OUT_DIR/fid_vs_steps.png; print the table.",
-    )
-    report.add_argument("--results", type=Path, default=Path("results"), help="results folder (default: results)")
-    report.add_argument("--runs", nargs="+", required=True, help="runs in table order")
-    report.add_argument("--metrics", nargs="+", type=Path, help="only these metrics files (default: all found)")
-    report.add_argument("--floor", type=Path, help="metrics JSON of real held-out images ('ism evaluate --floor')")
-    report.add_argument("--out-dir", type=Path, default=Path("results"), help="where to write (default: results)")
-    for command in sub.choices.values():  # every sub-command: a bad or missing argument is one line, exit 2
-        _one_line_errors(command)
-    return parser
-
-
-def _report(args: argparse.Namespace) -> None:
-    from ism.report import write_report
-
-    print(write_report(args.results, args.runs, args.floor, args.out_dir, metrics=args.metrics), end="")
-
-
-def _classifier(args: argparse.Namespace) -> None:
-    from ism.classifier import default_classifier_path, save_classifier, train_classifier
-    from ism.data import load_dataset
-
-    data = load_dataset(args.dataset)
-    model, test_accuracy = train_classifier(data, seed=args.seed, steps=args.steps)
-    meta = {
-        "dataset": args.dataset,
-        "in_channels": data.sample_shape[0],
-        "num_classes": data.num_classes,
-        "seed": args.seed,
-        "steps": args.steps,
-        "test_accuracy": test_accuracy,
-    }
-    path = save_classifier(model, args.out or default_classifier_path(args.dataset), meta)
-    print(f"{path}: test accuracy {test_accuracy:.4f}")
-
-
-def _evaluate(args: argparse.Namespace) -> None:
-    from ism import study
-
-    if args.floor:
-        metrics = study.floor(args.config, args.out, args.reference)
-    else:
-        if not args.samples.is_file():
-            raise FileNotFoundError(f"samples file '{args.samples}' does not exist (make it with 'ism sample')")
-        metrics = study.evaluate(args.config, args.samples, args.out, args.reference)
-    print(f"{args.out}: FID {metrics['fid']:.2f} (n={metrics['n']}, {metrics['extractor']})")
 
 
 def _encode(args: argparse.Namespace) -> None:
@@ -364,26 +395,40 @@ def _check_encode_inputs(args: argparse.Namespace) -> None:
     check_imagefolder(d.root, d.test_fraction, d.split_seed, d.image_size, shard=args.shard, num_shards=args.num_shards)
 
 
+def _add_fid_reference(sub: argparse._SubParsersAction) -> None:
+    reference = _command(
+        sub,
+        "fid-reference",
+        _fid_reference,
+        help="embed the real reference images once (features used by 'ism evaluate')",
+        description="Compute the features of the train split with the study's extractor (torch-fidelity) and "
+        "write them as float32 to OUT_DIR/reference.npz (no pickle), their info to OUT_DIR/reference.json.",
+    )
+    reference.add_argument("--config", required=True, help="study YAML file")
+    reference.add_argument("--out-dir", required=True, type=Path, help="reference folder (results/fid_reference)")
+
+
 def _fid_reference(args: argparse.Namespace) -> None:
     from ism import study
 
     print(study.reference(args.config, args.out_dir))
 
 
-def _merge_samples(args: argparse.Namespace) -> None:
-    from ism.sample import merge_sample_shards
-
-    print(merge_sample_shards(args.shards, args.out))
+# ------------------------------------------------------------------------------------- layout, schema, classifier
 
 
-def _schema(args: argparse.Namespace) -> None:
-    import json
-
-    from ism.atomic import write_bytes
-    from ism.config import study_json_schema
-
-    write_bytes(args.out, (json.dumps(study_json_schema(), indent=2, sort_keys=True) + "\n").encode())
-    print(args.out)
+def _add_layout(sub: argparse._SubParsersAction) -> None:
+    layout = _command(
+        sub,
+        "layout",
+        _layout,
+        help="dry-run check of the training step's row layout at the study's world size",
+        description="Print each run's global self-consistency/flow-matching/guidance rows per level and each "
+        "rank's share (world size from launch.nodes x tasks per node); exit 1 on a layout defect.",
+    )
+    layout.add_argument("--config", required=True, help="study YAML file (e.g. config/imagenet256.yaml)")
+    layout.add_argument("--run", dest="runs", nargs="+", help="runs to check (default: every run of the study)")
+    _add_overrides(layout)
 
 
 def _layout(args: argparse.Namespace) -> int:
@@ -402,73 +447,113 @@ def _layout(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
-def _launch(args: argparse.Namespace) -> None:
-    from ism.launch import TrainingJob, launch
-
-    cfg = _run_config(args)
-    if args.cluster:
-        cfg = cfg.model_copy(update={"launch": cfg.launch.model_copy(update={"cluster": args.cluster})})
-    job = TrainingJob(cfg, **_train_paths(args, cfg), until_step=args.until_step)
-    result = launch(job, watch_pid=args.watch_pid)
-    state = "trained" if result["finished"] else "stopped at step"
-    print(f"{state} {cfg.name}: step {result['step']} (resumed from {result['resumed_from']})")
+def _add_schema(sub: argparse._SubParsersAction) -> None:
+    schema = _command(sub, "schema", _schema, help="write the JSON Schema of study files (workflow/schemas)")
+    schema.add_argument("--out", required=True, type=Path, help="schema file to write")
 
 
-def _run_config(args: argparse.Namespace):
-    from ism.config import load_run
+def _schema(args: argparse.Namespace) -> None:
+    import json
 
-    return load_run(args.config, args.run, args.overrides)
+    from ism.atomic import write_bytes
+    from ism.config import study_json_schema
 
-
-def _train_paths(args: argparse.Namespace, cfg) -> dict:
-    return {
-        "workdir": args.workdir or Path("work") / cfg.name,
-        "output": args.output or Path("models") / cfg.name / "model.pt",
-        "live_dir": args.live_dir,
-        "latents": args.latents,
-    }
+    write_bytes(args.out, (json.dumps(study_json_schema(), indent=2, sort_keys=True) + "\n").encode())
+    print(args.out)
 
 
-def _train(args: argparse.Namespace) -> None:
-    from ism.train import Trainer
+def _add_classifier(sub: argparse._SubParsersAction) -> None:
+    from ism.config import CLASSIFIER_DATASETS
 
-    cfg = _run_config(args)
-    trainer = Trainer(cfg, **_train_paths(args, cfg), progress=not args.quiet)
-    result = trainer.run(until_step=args.until_step)
-    if result.finished:
-        print(f"trained {cfg.name}: {result.step} steps -> {result.output}")
-    else:
-        print(f"stopped {cfg.name} at step {result.step} of {cfg.train.steps}; run again to resume")
-
-
-def _sample(args: argparse.Namespace) -> None:
-    from ism.config import ConfigError, load_run
-    from ism.sample import sample_to_files
-
-    settings = None
-    if args.config:
-        if not args.run:
-            raise ConfigError("--config needs --run: the run whose 'sample' section applies")
-        settings = load_run(args.config, args.run).sample
-
-    written = sample_to_files(
-        args.checkpoint,
-        args.out_dir,
-        args.steps,
-        num_images=args.num_images,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        weights=args.weights,
-        cfg_scale=args.cfg_scale,
-        guidance=args.guidance,
-        device=args.device,
-        progress=not args.quiet,
-        shard=args.shard,
-        num_shards=args.num_shards,
-        settings=settings,
+    classifier = _command(
+        sub,
+        "classifier",
+        _classifier,
+        help="train the digit classifier whose features define FID on the embedded data",
+        description="Train the small classifier of an embedded dataset deterministically (seeded init and order) and "
+        "save it atomically. The committed checkpoints under src/ism/assets/ were made with the defaults.",
     )
-    for path in written:
-        print(path)
+    classifier.add_argument("--dataset", default="digits", choices=CLASSIFIER_DATASETS)
+    classifier.add_argument("--out", type=Path, help="checkpoint (default: src/ism/assets/classifier-DATASET.pt)")
+    classifier.add_argument("--seed", type=int, default=0)
+    classifier.add_argument("--steps", type=int, default=1500)
+
+
+def _classifier(args: argparse.Namespace) -> None:
+    from ism.classifier import default_classifier_path, save_classifier, train_classifier
+    from ism.data import load_dataset
+
+    data = load_dataset(args.dataset)
+    model, test_accuracy = train_classifier(data, seed=args.seed, steps=args.steps)
+    meta = {
+        "dataset": args.dataset,
+        "in_channels": data.sample_shape[0],
+        "num_classes": data.num_classes,
+        "seed": args.seed,
+        "steps": args.steps,
+        "test_accuracy": test_accuracy,
+    }
+    path = save_classifier(model, args.out or default_classifier_path(args.dataset), meta)
+    print(f"{path}: test accuracy {test_accuracy:.4f}")
+
+
+# ------------------------------------------------------------------------------------------------ evaluate, report
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    evaluate = _command(
+        sub,
+        "evaluate",
+        _evaluate,
+        help="FID, KID, precision and recall of a samples file (or of real held-out images: the floor)",
+        description="Compare samples with the train split of the run's dataset in the study's feature space "
+        "(torch-fidelity), or with the ADM reference statistics of evaluate.reference_statistics (FID only). "
+        "--floor scores held-out real test images instead. Samples must match the reference's size and channels.",
+    )
+    source = evaluate.add_mutually_exclusive_group(required=True)
+    source.add_argument("--samples", type=Path, help="steps<N>.npz written by 'ism sample'")
+    source.add_argument("--floor", action="store_true", help="score the held-out real images (the floor)")
+    evaluate.add_argument("--config", required=True, help="study YAML file")
+    evaluate.add_argument(
+        "--reference",
+        type=Path,
+        help="folder written by 'ism fid-reference' (default: embed now; unused with evaluate.reference_statistics)",
+    )
+    evaluate.add_argument("--out", required=True, type=Path, help="metrics JSON to write")
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from ism import study
+
+    if args.floor:
+        metrics = study.floor(args.config, args.out, args.reference)
+    else:
+        if not args.samples.is_file():
+            raise FileNotFoundError(f"samples file '{args.samples}' does not exist (make it with 'ism sample')")
+        metrics = study.evaluate(args.config, args.samples, args.out, args.reference)
+    print(f"{args.out}: FID {metrics['fid']:.2f} (n={metrics['n']}, {metrics['extractor']})")
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    report = _command(
+        sub,
+        "report",
+        _report,
+        help="FID table (markdown), FID-vs-steps plot and metrics.json from the evaluated runs",
+        description="Collect RESULTS/<run>/metrics/steps<N>[-w<w>].json of the given runs and write "
+        "OUT_DIR/metrics.json, OUT_DIR/report.md and OUT_DIR/fid_vs_steps.png; print the table.",
+    )
+    report.add_argument("--results", type=Path, default=Path("results"), help="results folder (default: results)")
+    report.add_argument("--runs", nargs="+", required=True, help="runs in table order")
+    report.add_argument("--metrics", nargs="+", type=Path, help="only these metrics files (default: all found)")
+    report.add_argument("--floor", type=Path, help="metrics JSON of real held-out images ('ism evaluate --floor')")
+    report.add_argument("--out-dir", type=Path, default=Path("results"), help="where to write (default: results)")
+
+
+def _report(args: argparse.Namespace) -> None:
+    from ism.report import write_report
+
+    print(write_report(args.results, args.runs, args.floor, args.out_dir, metrics=args.metrics), end="")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -480,20 +565,7 @@ def main(argv: list[str] | None = None) -> int:
     from ism.errors import USER_ERRORS
 
     try:
-        commands = {
-            "train": _train,
-            "sample": _sample,
-            "classifier": _classifier,
-            "evaluate": _evaluate,
-            "report": _report,
-            "launch": _launch,
-            "encode": _encode,
-            "fid-reference": _fid_reference,
-            "merge-samples": _merge_samples,
-            "schema": _schema,
-            "layout": _layout,
-        }
-        status = commands[args.command](args)
+        status = args.handler(args)
     except (*USER_ERRORS, FileNotFoundError) as err:
         print(f"ism: error: {err}", file=sys.stderr)
         return 2

@@ -22,11 +22,12 @@ from torch import nn
 
 from ism.atomic import write_bytes
 from ism.checkpoint import MODEL_FORMAT, CheckpointError, safe_load
-from ism.config import ConfigError, RunConfig, is_power_of_two, run_config_from_json
-from ism.data import model_to_uint8
+from ism.config import ConfigError, RunConfig, SampleConfig, is_power_of_two, run_config_from_json
+from ism.data import model_to_uint8, nchw_to_nhwc_uint8, uint8_to_model
 from ism.data.encode import output_folder_problem
 from ism.method.shortcut import guided
 from ism.models import build_network
+from ism.naming import guidance_scales, sample_name, shard_name
 from ism.runtime import seeded_generator, select_device
 
 
@@ -135,37 +136,21 @@ def generate(
     from tqdm import tqdm
 
     cfg = trained.config
-    scale = cfg.sample.cfg_scale if cfg_scale is None else cfg_scale
-    applied = scale if guidance_allowed(cfg, steps) else 1.0
-    intrinsic = cfg.method.guidance.intrinsic
-    if intrinsic and guidance is None:
-        guidance = cfg.sample.guidance[0]
-    if not intrinsic and guidance is not None:
-        raise ConfigError(f"run '{cfg.name}' was trained without intrinsic guidance: it takes no guidance scale w")
+    applied = _applied_cfg_scale(cfg, steps, cfg_scale)
+    guidance = _network_guidance(cfg, guidance)
     device = torch.device(device)
     level = query_level(cfg, steps)
-    images, labels = [], []
-    num_batches = math.ceil(num_images / batch_size)
     _check_counts(num_images, batch_size, shard, num_shards)
-    mine = np.array_split(np.arange(num_batches), num_shards)[shard].tolist()
-    for b in tqdm(mine, disable=not progress, desc=f"sample N={steps}"):
-        n = min(batch_size, num_images - b * batch_size)
-        g = seeded_generator(device, "sample", seed, b)
-        y = torch.randint(0, trained.num_classes, (n,), generator=g, device=device)
-        noise = torch.randn((n, *trained.sample_shape), generator=g, device=device)
-        x = euler_sample(
-            trained.network,
-            noise,
-            y,
-            steps=steps,
-            level=level,
-            cfg_scale=applied,
-            null_label=trained.num_classes,
-            guidance=guidance,
-        )
+    batches = _shard_batches(num_images, batch_size, shard, num_shards)
+    # The same Euler integration for every batch.
+    integration = dict(steps=steps, level=level, cfg_scale=applied, null_label=trained.num_classes, guidance=guidance)
+    images, labels = [], []
+    for b in tqdm(batches, disable=not progress, desc=f"sample N={steps}"):
+        noise, y = _batch_noise_and_labels(trained, seed, b, min(batch_size, num_images - b * batch_size), device)
+        x = euler_sample(trained.network, noise, y, **integration)
         images.append(x.cpu())
         labels.append(y.cpu())
-    meta = {
+    meta = {  # the key order is part of the file's bytes
         "run": cfg.name,
         "steps": steps,
         "level": level,
@@ -179,22 +164,62 @@ def generate(
         "num_images": num_images,
         "shard": [shard, num_shards],
     }
+    samples, labels = _joined(images, labels, trained.sample_shape)
+    return samples, labels, meta
+
+
+def _applied_cfg_scale(cfg: RunConfig, steps: int, cfg_scale: float | None) -> float:
+    """The CFG scale the sampler mixes with at this budget (None: the config's); 1 where CFG does not apply."""
+    scale = cfg.sample.cfg_scale if cfg_scale is None else cfg_scale
+    return scale if guidance_allowed(cfg, steps) else 1.0
+
+
+def _network_guidance(cfg: RunConfig, guidance: float | None) -> float | None:
+    """The w input of an intrinsic-guidance network (None: the config's first scale); None for any other run."""
+    if not cfg.method.guidance.intrinsic:
+        if guidance is not None:
+            raise ConfigError(f"run '{cfg.name}' was trained without intrinsic guidance: it takes no guidance scale w")
+        return None
+    return cfg.sample.guidance[0] if guidance is None else guidance
+
+
+def _shard_batches(num_images: int, batch_size: int, shard: int, num_shards: int) -> list[int]:
+    """The indices of the batches shard ``shard`` of ``num_shards`` generates: a contiguous block."""
+    num_batches = math.ceil(num_images / batch_size)
+    return np.array_split(np.arange(num_batches), num_shards)[shard].tolist()
+
+
+def _batch_noise_and_labels(
+    trained: TrainedModel, seed: int, batch: int, size: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batch ``batch``'s starting noise and labels, drawn (labels first) from a generator seeded by (seed, batch)."""
+    g = seeded_generator(device, "sample", seed, batch)
+    labels = torch.randint(0, trained.num_classes, (size,), generator=g, device=device)
+    noise = torch.randn((size, *trained.sample_shape), generator=g, device=device)
+    return noise, labels
+
+
+def _joined(
+    images: list[torch.Tensor], labels: list[torch.Tensor], sample_shape: tuple[int, ...]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The batches as one tensor of samples and one of labels."""
     if not images:  # more shards than batches: this shard is empty
-        return torch.zeros((0, *trained.sample_shape)), torch.zeros(0, dtype=torch.int64), meta
-    return torch.cat(images), torch.cat(labels), meta
+        return torch.zeros((0, *sample_shape)), torch.zeros(0, dtype=torch.int64)
+    return torch.cat(images), torch.cat(labels)
 
 
 def save_samples(path: str | Path, samples: torch.Tensor, labels: torch.Tensor, meta: dict[str, Any]) -> Path:
     """Images as uint8 NHWC ``arr_0`` (the ADM evaluator layout); vectors as float32 ``arr_0``; plus labels, meta."""
     path = Path(path)
-    if samples.dim() == 4:
-        array = model_to_uint8(samples).permute(0, 2, 3, 1).contiguous().numpy()
-    else:
-        array = samples.float().numpy()
+    array = nchw_to_nhwc_uint8(samples) if samples.dim() == 4 else samples.float().numpy()
+    return _write_samples_file(path, array, labels.numpy().astype(np.int64), meta)
+
+
+def _write_samples_file(path: Path, array: np.ndarray, labels: np.ndarray, meta: dict[str, Any]) -> Path:
+    """``arr_0``, ``labels`` and the JSON ``meta`` as one .npz, written atomically."""
     buffer = io.BytesIO()
-    np.savez(buffer, arr_0=array, labels=labels.numpy().astype(np.int64), meta=np.array(json.dumps(meta)))
-    write_bytes(path, buffer.getvalue())
-    return path
+    np.savez(buffer, arr_0=array, labels=labels, meta=np.array(json.dumps(meta)))
+    return write_bytes(path, buffer.getvalue())
 
 
 def tile_images(images: np.ndarray, columns: int, padding: int = 1, pad_value: int = 255) -> np.ndarray:
@@ -245,15 +270,6 @@ def save_grid(
     return path
 
 
-def sample_name(steps: int, guidance: float | None) -> str:
-    """``steps<N>`` or, for runs with intrinsic guidance, ``steps<N>-w<w>`` (e.g. steps4-w1.5)."""
-    return f"steps{steps}" if guidance is None else f"steps{steps}-w{guidance:g}"
-
-
-def shard_name(name: str, shard: int, num_shards: int) -> str:
-    return f"{name}.shard-{shard:05d}-of-{num_shards:05d}"
-
-
 def to_pixels(trained: TrainedModel, samples: torch.Tensor) -> torch.Tensor:
     """Model-space samples as images: latents go through the decoder of the encoder they were trained in."""
     if trained.encoding.get("encoder", "identity") == "identity":
@@ -281,85 +297,121 @@ def check_output_folder(folder: str | Path, option: str) -> None:
         raise ConfigError(f"{option} '{folder}' cannot be written: {problem}")
 
 
+# The SampleSettings values that override the sample section's value of the same name.
+_SECTION_OVERRIDES = ("num_images", "batch_size", "seed", "weights", "cfg_scale", "guidance")
+
+
+@dataclass(frozen=True)
+class SampleSettings:
+    """What one ``ism sample`` call asks for besides the model file and the budgets.
+
+    ``section`` is the sample section that applies (e.g. the study's current one, so sampling changes need no
+    retraining; None: the one stored in the model file); each other value left None keeps that section's.
+    """
+
+    section: SampleConfig | None = None
+    num_images: int | None = None
+    batch_size: int | None = None
+    seed: int | None = None
+    weights: str | None = None
+    cfg_scale: float | None = None
+    guidance: list[float] | None = None  # one file per scale (intrinsic-guidance runs only)
+    shard: int = 0
+    num_shards: int = 1
+
+    def check(self) -> None:
+        """One-line errors naming the option, for the values a user types (before any model is read)."""
+        _check_counts(self.num_images, self.batch_size, self.shard, self.num_shards)
+        if self.guidance and any(w < 0 for w in self.guidance):
+            raise ConfigError(f"--guidance {list(self.guidance)}: guidance scales must be >= 0")
+
+    def weights_to_load(self) -> str | None:
+        """The weights asked for, else those of this call's section (None: the model's own choice)."""
+        return self.weights or (self.section.weights if self.section else None)
+
+    def section_for(self, stored: SampleConfig) -> SampleConfig:
+        """The sample section that applies to a model whose file stores ``stored``, with the values given here."""
+        given = {key: getattr(self, key) for key in _SECTION_OVERRIDES if getattr(self, key) is not None}
+        return (self.section or stored).model_copy(update=given)
+
+
 def sample_to_files(
     model_path: str | Path,
     out_dir: str | Path | None,
     budgets: list[int],
+    settings: SampleSettings = SampleSettings(),
     *,
-    num_images: int | None = None,
-    batch_size: int | None = None,
-    seed: int | None = None,
-    weights: str | None = None,
-    cfg_scale: float | None = None,
-    guidance: list[float] | None = None,
     device: str = "auto",
     progress: bool = True,
-    shard: int = 0,
-    num_shards: int = 1,
-    settings: Any = None,
 ) -> list[Path]:
     """Sample every budget (× every guidance scale w of an intrinsic-guidance run) and write
-    ``<name>.npz`` and ``<name>.png`` into ``out_dir`` (names from :func:`sample_name`).
+    ``<name>.npz`` and ``<name>.png`` into ``out_dir`` (default results/<run>/samples; names from
+    :func:`ism.naming.sample_name`).
 
-    With ``num_shards > 1`` only shard ``shard`` is generated, into ``<name>.shard-<i>-of-<S>.npz`` (no grid);
-    :func:`merge_sample_shards` joins them. ``settings`` (a SampleConfig, e.g. the study's current ``sample``
-    section) replaces the one stored in the model file, so sampling changes need no retraining.
+    With ``settings.num_shards > 1`` only shard ``settings.shard`` is generated, into
+    ``<name>.shard-<i>-of-<S>.npz`` (no grid); :func:`merge_sample_shards` joins them.
     """
-    _check_counts(num_images, batch_size, shard, num_shards)
-    not_powers = [n for n in budgets if not is_power_of_two(n)]
-    if not budgets or not_powers:
-        raise ConfigError(f"--steps {not_powers or budgets}: budgets must be powers of two (1, 2, 4, ..., 128)")
+    settings.check()
+    check_budgets(budgets)
     if out_dir is not None:
         check_output_folder(out_dir, "--out-dir")  # before the model is even loaded
     dev = select_device(device, source="--device")
-    trained = load_trained(model_path, weights=weights or (settings.weights if settings else None), device=dev)
-    if settings is not None:
-        trained.config = trained.config.model_copy(update={"sample": settings})
+    trained = load_trained(model_path, weights=settings.weights_to_load(), device=dev)
+    trained.config = trained.config.model_copy(update={"sample": settings.section_for(trained.config.sample)})
     cfg = trained.config
-    too_fine = [n for n in budgets if not is_power_of_two(n) or n > cfg.method.base_steps]
-    if too_fine:
-        raise ConfigError(
-            f"--steps {too_fine}: budgets must be powers of two up to method.base_steps={cfg.method.base_steps}"
-        )
-    if cfg.method.guidance.intrinsic:
-        scales: list[float | None] = list(guidance or cfg.sample.guidance)
-        if any(w < 0 for w in scales):
-            raise ConfigError(f"--guidance {scales}: guidance scales must be >= 0")
-    elif guidance:
+    check_budgets(budgets, cfg.method.base_steps)
+    if settings.guidance and not cfg.method.guidance.intrinsic:
         raise ConfigError(f"--guidance: run '{cfg.name}' was trained without intrinsic guidance (use --cfg-scale)")
-    else:
-        scales = [None]
-    s = cfg.sample
     if out_dir is None:
         out_dir = Path("results") / cfg.name / "samples"
         check_output_folder(out_dir, "the default --out-dir")
-    out_dir = Path(out_dir)
-    written = []
-    for steps in budgets:
-        for w in scales:
-            samples, labels, meta = generate(
-                trained,
-                steps,
-                num_images=s.num_images if num_images is None else num_images,
-                batch_size=s.batch_size if batch_size is None else batch_size,
-                seed=s.seed if seed is None else seed,
-                cfg_scale=cfg_scale,
-                guidance=w,
-                device=dev,
-                progress=progress,
-                shard=shard,
-                num_shards=num_shards,
-            )
-            images = to_pixels(trained, samples)
-            name = sample_name(steps, w)
-            if num_shards > 1:
-                written.append(
-                    save_samples(Path(out_dir) / f"{shard_name(name, shard, num_shards)}.npz", images, labels, meta)
-                )
-                continue
-            written.append(save_samples(Path(out_dir) / f"{name}.npz", images, labels, meta))
-            save_grid(Path(out_dir) / f"{name}.png", images)
-    return written
+    files = [(steps, w) for steps in budgets for w in guidance_scales(cfg)]
+    return [_sample_file(trained, steps, w, Path(out_dir), settings, dev, progress) for steps, w in files]
+
+
+def check_budgets(budgets: list[int], base_steps: int | None = None) -> None:
+    """Refuse, in one line naming --steps, budgets that are not powers of two (up to ``base_steps`` if given)."""
+    bad = [n for n in budgets if not is_power_of_two(n) or (base_steps is not None and n > base_steps)]
+    if budgets and not bad:
+        return
+    if base_steps is None:
+        raise ConfigError(f"--steps {bad or budgets}: budgets must be powers of two (1, 2, 4, ..., 128)")
+    raise ConfigError(f"--steps {bad}: budgets must be powers of two up to method.base_steps={base_steps}")
+
+
+def _sample_file(
+    trained: TrainedModel,
+    steps: int,
+    w: float | None,
+    out_dir: Path,
+    settings: SampleSettings,
+    device: torch.device,
+    progress: bool,
+) -> Path:
+    """One samples file (or this call's shard of it) at budget ``steps`` and guidance scale ``w``; its path."""
+    s = trained.config.sample
+    samples, labels, meta = generate(
+        trained,
+        steps,
+        num_images=s.num_images,
+        batch_size=s.batch_size,
+        seed=s.seed,
+        cfg_scale=s.cfg_scale,
+        guidance=w,
+        device=device,
+        progress=progress,
+        shard=settings.shard,
+        num_shards=settings.num_shards,
+    )
+    images = to_pixels(trained, samples)
+    name = sample_name(steps, w)
+    if settings.num_shards > 1:
+        return save_samples(
+            out_dir / f"{shard_name(name, settings.shard, settings.num_shards)}.npz", images, labels, meta
+        )
+    path = save_samples(out_dir / f"{name}.npz", images, labels, meta)
+    save_grid(out_dir / f"{name}.png", images)
+    return path
 
 
 def merge_sample_shards(shards: list[str | Path], out: str | Path) -> Path:
@@ -369,14 +421,35 @@ def merge_sample_shards(shards: list[str | Path], out: str | Path) -> Path:
     model and settings as the first) before ``out`` is written; a problem is one line naming the file.
     """
     out = Path(out)
+    _check_merged_file(out)
+    paths = [Path(path) for path in shards]
+    read = [_read_shard(path, i) for i, path in enumerate(paths)]
+    arrays, labels, metas = (list(column) for column in zip(*read, strict=True))
+    _check_shard_order(paths, metas)
+    _check_shards_alike(paths, metas, arrays)
+    meta = {**metas[0], "shard": [0, 1], "merged_from": len(paths)}
+    array = np.concatenate(arrays)
+    if len(array) != meta["num_images"]:
+        raise ConfigError(
+            f"sample shards {[str(p) for p in paths]} hold {len(array)} images, expected {meta['num_images']}: "
+            "sample the shards again"
+        )
+    _write_samples_file(out, array, np.concatenate(labels), meta)
+    if array.ndim == 4:
+        save_grid(out.with_suffix(".png"), uint8_to_model(torch.from_numpy(array).permute(0, 3, 1, 2)))
+    return out
+
+
+def _check_merged_file(out: Path) -> None:
     if out.is_dir():
         raise ConfigError(f"--out '{out}' is a folder: pass the merged samples file to write, e.g. '{out}/steps1.npz'")
     problem = output_folder_problem(out.parent)
     if problem:
         raise ConfigError(f"--out '{out}' cannot be written: {problem}")
-    paths = [Path(path) for path in shards]
-    read = [_read_shard(path, i) for i, path in enumerate(paths)]
-    arrays, labels, metas = (list(column) for column in zip(*read, strict=True))
+
+
+def _check_shard_order(paths: list[Path], metas: list[dict[str, Any]]) -> None:
+    """File i must be shard i of as many shards as there are files."""
     total = len(paths)
     for i, (path, meta) in enumerate(zip(paths, metas, strict=True)):
         position = meta.get("shard", [0, 1])
@@ -387,9 +460,16 @@ def merge_sample_shards(shards: list[str | Path], out: str | Path) -> Path:
                 f"sample shard '{path}' is {what}, not shard {i} of the {total} files given: "
                 f"pass every shard of one 'ism sample --num-shards {of}' call, in shard order"
             )
-    keep = ("run", "steps", "guidance", "seed", "batch_size", "num_images", "weights", "train_step")
+
+
+# What the shards of one 'ism sample' call share.
+_SHARED_BY_SHARDS = ("run", "steps", "guidance", "seed", "batch_size", "num_images", "weights", "train_step")
+
+
+def _check_shards_alike(paths: list[Path], metas: list[dict[str, Any]], arrays: list[np.ndarray]) -> None:
+    """Every shard must come from the same call as the first: same model and settings, same sample layout."""
     for path, meta, array in zip(paths[1:], metas[1:], arrays[1:], strict=True):
-        differs = [key for key in keep if meta.get(key) != metas[0].get(key)]
+        differs = [key for key in _SHARED_BY_SHARDS if meta.get(key) != metas[0].get(key)]
         if differs:
             key = differs[0]
             raise ConfigError(
@@ -401,20 +481,6 @@ def merge_sample_shards(shards: list[str | Path], out: str | Path) -> Path:
                 f"sample shard '{path}' holds {array.dtype} samples of shape {list(array.shape[1:])} but "
                 f"'{paths[0]}' holds {arrays[0].dtype} of {list(arrays[0].shape[1:])}: merge the shards of one call"
             )
-    meta = {**metas[0], "shard": [0, 1], "merged_from": total}
-    array = np.concatenate(arrays)
-    if len(array) != meta["num_images"]:
-        raise ConfigError(
-            f"sample shards {[str(p) for p in paths]} hold {len(array)} images, expected {meta['num_images']}: "
-            "sample the shards again"
-        )
-    buffer = io.BytesIO()
-    np.savez(buffer, arr_0=array, labels=np.concatenate(labels), meta=np.array(json.dumps(meta)))
-    write_bytes(out, buffer.getvalue())
-    if array.ndim == 4:
-        pixels = torch.from_numpy(array).permute(0, 3, 1, 2).float() / 127.5 - 1
-        save_grid(out.with_suffix(".png"), pixels)
-    return out
 
 
 def _read_shard(path: Path, index: int) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
