@@ -170,15 +170,17 @@ def _snapshot(folder: Path) -> set[str]:
 
 @pytest.fixture(scope="module")
 def outcomes(tmp_path_factory) -> dict:
-    from ism.sample import sample_to_files
+    from ism.sample import SampleSettings, sample_to_files
 
     shared = tmp_path_factory.mktemp("shared")
     model = shared / "model.pt"
     train(tiny_run("sm", "train.steps=2"), workdir=shared / "w", output=model, progress=False)
     shards = shared / "shards"
     for shard in (0, 1):
-        sample_to_files(model, shards, [1], num_images=20, progress=False, shard=shard, num_shards=2, device="cpu")
-    other = sample_to_files(model, shared / "o", [1], seed=5, progress=False, shard=1, num_shards=2, device="cpu")
+        settings = SampleSettings(num_images=20, shard=shard, num_shards=2)
+        sample_to_files(model, shards, [1], settings, progress=False, device="cpu")
+    settings = SampleSettings(seed=5, shard=1, num_shards=2)
+    other = sample_to_files(model, shared / "o", [1], settings, progress=False, device="cpu")
     other[0].rename(shards / "other-seed.npz")
 
     def run(name: str, case: Case) -> dict:

@@ -5,7 +5,7 @@ import torch
 
 from ism.checkpoint import safe_load
 from ism.config import ConfigError, load_run
-from ism.sample import generate, load_trained, sample_to_files
+from ism.sample import SampleSettings, generate, load_trained, sample_to_files
 from ism.train import Trainer
 
 from .conftest import DEFAULT_CONFIG, TINY_OVERRIDES, train
@@ -69,14 +69,13 @@ def test_samples_come_from_the_slow_copy_and_take_a_guidance_scale(tmp_path):
     assert trained.weights == "infer"
     _, _, meta = generate(trained, 1, num_images=4, batch_size=4, seed=0, guidance=2.0)
     assert meta["guidance"] == 2.0 and meta["nfe"] == 1 and meta["cfg_scale"] == 1.0, "one forward per step"
-    written = sample_to_files(
-        tmp_path / "m.pt", tmp_path / "s", [1, 4], num_images=4, guidance=[0, 1.5], progress=False, device="cpu"
-    )
+    settings = SampleSettings(num_images=4, guidance=[0, 1.5])
+    written = sample_to_files(tmp_path / "m.pt", tmp_path / "s", [1, 4], settings, progress=False, device="cpu")
     assert sorted(p.name for p in written) == ["steps1-w0.npz", "steps1-w1.5.npz", "steps4-w0.npz", "steps4-w1.5.npz"]
     sm = load_run(DEFAULT_CONFIG, "sm", [*TINY_OVERRIDES, "train.steps=1"])
     train(sm, workdir=tmp_path / "sm", output=tmp_path / "sm.pt", progress=False)
     with pytest.raises(ConfigError, match="without intrinsic guidance"):
-        sample_to_files(tmp_path / "sm.pt", tmp_path / "s2", [1], guidance=[1.0], progress=False, device="cpu")
+        sample_to_files(tmp_path / "sm.pt", tmp_path / "s2", [1], SampleSettings(guidance=[1.0]), device="cpu")
 
 
 def test_guidance_input_changes_the_samples_once_trained(tmp_path):
