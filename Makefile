@@ -28,10 +28,13 @@ demo: install
 	"$(BIN)/snakemake" --profile profiles/local --configfile $(CONFIG)
 	@echo "report: results/report.md, plot: results/fid_vs_steps.png, grids: results/<run>/samples/*.png"
 
-# Install profiles/slurm as the user profile `slurm` (then: snakemake --profile slurm). Pass PARTITION/ACCOUNT.
+# Install profiles/slurm as the user profile `slurm` (then: snakemake --profile slurm). Cluster settings only:
+# PARTITION (GPU jobs), CPU_PARTITION, ACCOUNT, STATUS_COMMAND (squeue without slurmdbd), INIT_SECONDS (first
+# status check); job sizes are the study's (pipeline.resources).
 slurm-profile: install
-	"$(BIN)/python" profiles/install.py $(if $(PARTITION),--partition $(PARTITION)) \
-	  $(if $(CPU_PARTITION),--cpu-partition $(CPU_PARTITION)) $(if $(ACCOUNT),--account $(ACCOUNT))
+	"$(BIN)/python" profiles/install.py $(if $(PARTITION),--partition '$(PARTITION)') \
+	  $(if $(CPU_PARTITION),--cpu-partition '$(CPU_PARTITION)') $(if $(ACCOUNT),--account '$(ACCOUNT)') \
+	  $(if $(STATUS_COMMAND),--status-command '$(STATUS_COMMAND)') $(if $(INIT_SECONDS),--init-seconds '$(INIT_SECONDS)')
 
 lint: install
 	"$(BIN)/ruff" check src tests benchmarks profiles

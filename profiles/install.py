@@ -3,8 +3,10 @@
     python profiles/install.py --partition gpu --cpu-partition cpu --account myproj
 
 writes ~/.config/snakemake/slurm/config.yaml (or $XDG_CONFIG_HOME/snakemake/slurm): the repo's profile with your
-partitions and account filled in. GPU rules (those with a `gpu` resource) go to --partition, the others to
---cpu-partition. Rerun it after pulling a changed profile. Only the standard library and PyYAML are used.
+cluster's settings filled in. Jobs ask for what the study's config says they need (pipeline.resources); with both
+partitions given, a partition file beside the profile lets the slurm executor plugin send jobs that ask for GPUs to
+--partition and the others to --cpu-partition (its slurm-partition-config); with one, every job goes there.
+Rerun it after pulling a changed profile. Only the standard library and PyYAML are used.
 """
 
 from __future__ import annotations
@@ -16,18 +18,23 @@ from pathlib import Path
 import yaml
 
 HERE = Path(__file__).resolve().parent
+PARTITION_FILE = "partitions.yaml"
 
 
-def installed_profile(args: argparse.Namespace) -> dict:
+def installed_profile(args: argparse.Namespace, dest: Path) -> tuple[dict, dict | None]:
+    """(the profile, the partition file or None) for this cluster."""
     profile = yaml.safe_load((HERE / "slurm" / "config.yaml").read_text())
     defaults = profile.setdefault("default-resources", {})
-    if args.cpu_partition:
-        defaults["slurm_partition"] = args.cpu_partition
+    partitions = None
+    if args.partition and args.cpu_partition:
+        # The plugin scores each partition against a job's resources: a GPU job fits only a partition with GPUs,
+        # a CPU job prefers one without (partitions.py, score_job_fit, plugin 2.8.0).
+        partitions = {"partitions": {args.cpu_partition: {"max_gpu": 0}, args.partition: {"max_gpu": args.max_gpus}}}
+        profile["slurm-partition-config"] = str(dest / PARTITION_FILE)
+    elif args.partition or args.cpu_partition:
+        defaults["slurm_partition"] = args.partition or args.cpu_partition
     if args.account:
         defaults["slurm_account"] = args.account
-    for resources in profile.get("set-resources", {}).values():
-        if "gpu" in resources and args.partition:
-            resources["slurm_partition"] = args.partition
     if args.no_account:
         # Ignored by the pinned snakemake-executor-plugin-slurm 2.8.0: it declares `no_account` (__init__.py:287)
         # but never reads it (its only use went with upstream PR #241, v1.2.0). Without a slurm_account resource,
@@ -39,27 +46,23 @@ def installed_profile(args: argparse.Namespace) -> dict:
         profile["slurm-status-command"] = args.status_command
     if args.init_seconds is not None:
         profile["slurm-init-seconds-before-status-checks"] = args.init_seconds
-    if args.max_cpus or args.max_mem_mb:  # a small cluster (or the single-node test cluster)
-        for rule, threads in profile.get("set-threads", {}).items():
-            profile["set-threads"][rule] = min(threads, args.max_cpus or threads)
-        for resources in [defaults, *profile.get("set-resources", {}).values()]:
-            for key in ("cpus_per_gpu", "cpus_per_task"):
-                if key in resources and args.max_cpus:
-                    resources[key] = min(resources[key], args.max_cpus)
-            if "mem_mb" in resources and args.max_mem_mb:
-                resources["mem_mb"] = min(resources["mem_mb"], args.max_mem_mb)
-    if args.gpus_off:  # a cluster without GPUs: drop the GPU requests, keep the CPU counts
-        for resources in profile.get("set-resources", {}).values():
-            if resources.pop("gpu", None) is not None:
-                resources["cpus_per_task"] = resources.pop("cpus_per_gpu", 1)
-    return profile
+    if not defaults:
+        del profile["default-resources"]
+    return profile, partitions
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 def main() -> None:
     config_home = Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config"))
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--partition", help="partition of GPU jobs (sample, evaluate, encode)")
-    parser.add_argument("--cpu-partition", help="partition of the other jobs (default: the cluster's default)")
+    parser.add_argument("--partition", help="partition of jobs that ask for GPUs (all jobs without --cpu-partition)")
+    parser.add_argument("--cpu-partition", help="partition of jobs that ask for no GPU (default: --partition)")
+    parser.add_argument("--max-gpus", type=int, default=8, help="GPUs one job may ask for on --partition (8)")
     parser.add_argument("--account", help="SLURM account (slurm_account; the plugin then does not guess one)")
     parser.add_argument(
         "--no-account",
@@ -69,20 +72,19 @@ def main() -> None:
     )
     parser.add_argument("--status-command", choices=["sacct", "squeue"], help="squeue where sacct is unavailable")
     parser.add_argument("--init-seconds", type=int, help="first status check after this many seconds (40)")
-    parser.add_argument("--max-cpus", type=int, help="cap every job's CPU request (small clusters)")
-    parser.add_argument("--max-mem-mb", type=int, help="cap every job's memory request in MB (small clusters)")
-    parser.add_argument("--gpus-off", action="store_true", help="request CPUs instead of GPUs")
     parser.add_argument("--dest", type=Path, default=config_home / "snakemake" / "slurm", help="profile folder")
     args = parser.parse_args()
-    args.dest.mkdir(parents=True, exist_ok=True)
-    target = args.dest / "config.yaml"
-    tmp = target.with_suffix(".tmp")
-    tmp.write_text(
+    dest = args.dest.resolve()
+    dest.mkdir(parents=True, exist_ok=True)
+    profile, partitions = installed_profile(args, dest)
+    if partitions:
+        _write(dest / PARTITION_FILE, yaml.safe_dump(partitions, sort_keys=False))
+    _write(
+        dest / "config.yaml",
         "# Installed by profiles/install.py from the ism repository; edit there and reinstall.\n"
-        + yaml.safe_dump(installed_profile(args), sort_keys=False)
+        + yaml.safe_dump(profile, sort_keys=False),
     )
-    tmp.replace(target)
-    print(f"installed {target}: run `snakemake --profile slurm`")
+    print(f"installed {dest / 'config.yaml'}: run `snakemake --profile slurm`")
 
 
 if __name__ == "__main__":

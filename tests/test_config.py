@@ -1,5 +1,6 @@
 """Config validation: one line naming the key, before any compute; the exported schema agrees."""
 
+import re
 from pathlib import Path
 
 import jsonschema
@@ -10,6 +11,7 @@ from ism.config import (
     ConfigError,
     RunConfig,
     load_run,
+    load_yaml,
     resolve_run,
     run_config_from_json,
     study_json_schema,
@@ -128,3 +130,26 @@ def test_ism_component_rules():
         load_run(DEFAULT, "ism", ["method.release_slicing=true"])
     with pytest.raises(ConfigError, match=r"'method\.wavelet\.name'.*not an orthogonal"):
         load_run(DEFAULT, "ism", ["method.wavelet.name=bior2.2"])
+
+
+@pytest.mark.parametrize(
+    ("pipeline", "key", "words"),
+    [
+        ({"resources": {"sample": {"gpus": -1}}}, "pipeline.resources.sample.gpus", "greater than or equal to 0"),
+        ({"resources": {"sample": {"mem_mb": "lots"}}}, "pipeline.resources.sample.mem_mb", "integer"),
+        ({"resources": {"train": {"cpus": 4}}}, "pipeline.resources.train", "unknown key"),
+        ({"threads": 8}, "pipeline.threads", "unknown key"),  # now pipeline.resources.<step>.cpus
+    ],
+)
+def test_job_resources_are_validated_with_the_key_named(pipeline, key, words):
+    study = _study()
+    study["pipeline"] = {**study.get("pipeline", {}), **pipeline}
+    with pytest.raises(ConfigError, match=rf"config key '{re.escape(key)}': .*{words}"):
+        validate_study(study)
+
+
+def test_job_resources_default_to_a_small_cpu_job_and_the_imagenet_study_asks_for_gpus():
+    jobs = validate_study(_study()).pipeline.resources
+    assert (jobs.evaluate.cpus, jobs.evaluate.gpus, jobs.evaluate.mem_mb) == (1, 0, 2000)
+    imagenet = validate_study(load_yaml(DEFAULT.with_name("imagenet256.yaml"))).pipeline.resources
+    assert all(getattr(imagenet, step).gpus == 1 for step in ("encode", "reference", "sample", "evaluate"))

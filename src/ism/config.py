@@ -75,7 +75,7 @@ class DataConfig(_Strict):
     )
     root: str | None = Field(None, description="Folder with one sub-folder per class (imagefolder only).")
     image_size: int | None = Field(
-        None, ge=4, description="Centre-crop and resize imagefolder images to this size (None: keep sizes)."
+        None, ge=4, description="ADM centre crop of imagefolder images to this side (None: keep sizes)."
     )
     test_fraction: float = Field(0.25, gt=0, lt=1, description="Held-out fraction (stratified by class).")
     split_seed: int = Field(0, ge=0, description="Seed of the train/test split.")
@@ -562,13 +562,36 @@ class EvaluateConfig(_Strict):
         return int(mu_shape[0])
 
 
+class JobResources(_Strict):
+    """What one job of a workflow step needs: the study knows its jobs' size, the profile only the cluster."""
+
+    cpus: int = Field(1, ge=1, description="CPU cores of the job (SLURM --cpus-per-task) and torch's thread count.")
+    gpus: int = Field(0, ge=0, description="GPUs of the job (SLURM --gpus; 0: a CPU job).")
+    mem_mb: int = Field(2000, ge=100, description="Memory of the job in MB (SLURM --mem).")
+    runtime_min: int = Field(30, ge=1, description="Time limit of the job in minutes (SLURM --time).")
+
+
+class StepResources(_Strict):
+    """Resources of the jobs of each workflow step (training's are in the run's ``launch`` section)."""
+
+    encode: JobResources = Field(default_factory=JobResources, description="Each encoding shard.")
+    reference: JobResources = Field(
+        default_factory=JobResources, description="The FID reference features and the real-data floor."
+    )
+    sample: JobResources = Field(default_factory=JobResources, description="Each sampling job (or shard).")
+    evaluate: JobResources = Field(default_factory=JobResources, description="Each evaluation of a samples file.")
+
+
 class PipelineConfig(_Strict):
     """What the Snakemake DAG runs and how it splits work into jobs."""
 
     runs: list[str] | None = Field(None, description="Runs to train, sample and evaluate (None: every run).")
     encode_shards: int = Field(1, ge=1, description="Encoding jobs (each encodes one contiguous block of images).")
     sample_shards: int = Field(1, ge=1, description="Jobs per (run, budget) sample file, merged before evaluation.")
-    threads: int = Field(1, ge=1, description="CPU threads of each sample/evaluate job (and torch's thread count).")
+    resources: StepResources = Field(
+        default_factory=StepResources,
+        description="Cores, GPUs, memory and time of each step's jobs: part of the study, not of the profile.",
+    )
 
 
 class StudyConfig(_Strict):

@@ -27,18 +27,34 @@ def _slurm_env(config_home: Path) -> dict[str, str]:
     return env() | {"XDG_CONFIG_HOME": str(config_home)}
 
 
+# The cluster's settings, as a user passes them to `make slurm-profile` (tests/slurm/cluster.sh: partitions debug
+# and gpu, no slurmdbd); nothing about job sizes, which the study's pipeline.resources give.
+MAKE_SLURM_PROFILE = ["PARTITION=gpu", "CPU_PARTITION=debug", "STATUS_COMMAND=squeue", "INIT_SECONDS=2"]
+
+
+def _make_slurm_profile_command() -> str:
+    """The profile-installing command of `make slurm-profile` (from `make -n`: its `install` prerequisite would
+    reinstall this very venv), run as typed by the Makefile."""
+    printed = subprocess.run(
+        ["make", "-n", "-s", "-C", str(REPO), "slurm-profile", f"VENV={sys.prefix}", *MAKE_SLURM_PROFILE],
+        capture_output=True, text=True, check=True, timeout=60,
+    ).stdout.replace("\\\n", " ")  # fmt: skip
+    (command,) = [line for line in printed.splitlines() if "profiles/install.py" in line]
+    return command
+
+
 @pytest.fixture(scope="module")
 def cluster_study(slurm_cluster, tmp_path_factory):
-    """A workflow copy plus the repo's slurm profile installed as the user profile `slurm` (XDG_CONFIG_HOME)."""
+    """A workflow copy plus the repo's slurm profile installed by `make slurm-profile` as the user profile `slurm`
+    (XDG_CONFIG_HOME); the study asks for a GPU for sampling only, so the jobs show where each request goes."""
     root = tmp_path_factory.mktemp("slurm-study")
     config_home = root / "xdg"
     subprocess.run(
-        [sys.executable, str(REPO / "profiles" / "install.py"), "--partition", "gpu", "--status-command", "squeue",
-         "--no-account", "--init-seconds", "2", "--max-cpus", "1", "--max-mem-mb", "2000"],
-        env=_slurm_env(config_home), check=True, capture_output=True,
+        ["bash", "-c", _make_slurm_profile_command()], cwd=REPO, env=_slurm_env(config_home), check=True,
+        capture_output=True,
     )  # fmt: skip
     study = tiny_study(
-        pipeline={"runs": ["sm"]},
+        pipeline={"runs": ["sm"], "resources": {"sample": {"gpus": 1, "cpus": 1, "mem_mb": 1000, "runtime_min": 10}}},
         sample={"budgets": [1, 2]},
         launch={"gpus_per_node": 1, "partition": "gpu", "timeout_min": 10, "mem_gb": 2},
     )
@@ -68,9 +84,17 @@ def test_profile_slurm_runs_the_study_end_to_end(cluster_study):
     assert "as slurm job" in train_log, train_log[-2000:]
     sbatch = next((folder / "work" / "submitit" / "sm").rglob("*_submission.sh")).read_text()
     assert "--gpus-per-node=1" in sbatch and "--partition=gpu" in sbatch and "--signal=USR2@" in sbatch
-    # The GPU rules asked SLURM for GPUs (the plugin's sbatch call is in Snakemake's log at debug level; the
-    # array job's record holds the request).
-    assert "sample" in text and "evaluate" in text
+    # Each job asked SLURM for what the study's pipeline.resources say, in the partition that fits it: sampling
+    # (1 GPU, 1000 MB) in gpu, evaluation (defaults: no GPU, 2000 MB) in debug. MinJobAge keeps finished jobs listed.
+    jobs = _finished_jobs(folder)
+    sample_jobs = [job for job in jobs if job["name"] == "sample"]
+    evaluate_jobs = [job for job in jobs if job["name"] in ("evaluate", "floor")]
+    assert sample_jobs and evaluate_jobs, jobs
+    assert all(job["partition"] == "gpu" and "gres/gpu=1" in job["tres"] for job in sample_jobs), sample_jobs
+    # (array jobs add the plugin's memory fudge for their payload on top of the request)
+    assert all(1000 <= job["mem_mb"] < 2000 for job in sample_jobs), sample_jobs
+    assert all(job["partition"] == "debug" and "gpu" not in job["tres"] for job in evaluate_jobs), evaluate_jobs
+    assert all(2000 <= job["mem_mb"] < 3000 for job in evaluate_jobs), evaluate_jobs
     again = _snakemake_slurm(folder, config_home, "-n")
     assert "Nothing to be done" in again.stdout + again.stderr
 
@@ -88,6 +112,29 @@ def test_failing_job_stops_the_run_and_names_rule_and_log(cluster_study):
     assert "Error in rule evaluate" in text and "logs/evaluate/sm/steps2.log" in text
     assert len(re.findall(r"rule evaluate:", text)) >= 2, "--retries 1: the job ran twice"
     assert not metrics.exists(), "no output of the failed job is left behind"
+
+
+def _finished_jobs(folder: Path) -> list[dict]:
+    """This study's jobs as `scontrol show job` records them: Snakemake's rule (from the job's comment),
+    partition and requested TRES (cpu, mem, gres/gpu)."""
+    ids = subprocess.run(
+        ["squeue", "-h", "--states=all", "-o", "%i %Z"], capture_output=True, text=True, timeout=30
+    ).stdout.split("\n")
+    jobs = []
+    for line in ids:
+        if not line.split()[1:] or Path(line.split()[1]) != folder:
+            continue
+        record = subprocess.run(
+            ["scontrol", "show", "job", "-o", line.split()[0]], capture_output=True, text=True, timeout=30
+        ).stdout
+        fields = dict(item.split("=", 1) for item in record.split() if "=" in item)
+        rule = fields.get("Comment", "").removeprefix("rule_").split("_wildcards_")[0]  # the plugin's comment
+        mem = re.search(r"mem=(\d+)M", fields.get("ReqTRES", ""))
+        jobs.append(
+            {"name": rule, "partition": fields.get("Partition", ""), "tres": fields.get("ReqTRES", ""),
+             "mem_mb": int(mem.group(1)) if mem else 0}
+        )  # fmt: skip
+    return jobs
 
 
 def _study_jobs(folder: Path) -> list[str]:

@@ -1,6 +1,8 @@
 """The DAG of every shipped study (dry runs), config validation before any job, lint, and the schema file."""
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 import yaml
@@ -92,21 +94,48 @@ def test_schema_file_is_the_exported_schema():
     assert on_disk == json.loads(json.dumps(study_json_schema())), "run: ism schema --out workflow/schemas/..."
 
 
-def test_shipped_profiles_parse_and_the_installer_fills_partitions(tmp_path):
+def _install_profile(dest, *args):
     import subprocess
     import sys
 
+    command = [sys.executable, str(REPO / "profiles" / "install.py"), *args, "--dest", str(dest)]
+    subprocess.run(command, check=True, capture_output=True)
+    return yaml.safe_load((dest / "config.yaml").read_text())
+
+
+def test_shipped_profiles_hold_the_cluster_and_the_installer_fills_partitions(tmp_path):
     slurm = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
     assert slurm["executor"] == "slurm" and "launch={cluster: slurm}" in slurm["config"]
-    subprocess.run(
-        [sys.executable, str(REPO / "profiles" / "install.py"), "--partition", "gpu", "--cpu-partition", "cpu",
-         "--account", "proj", "--dest", str(tmp_path / "slurm")],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    installed = yaml.safe_load((tmp_path / "slurm" / "config.yaml").read_text())
-    assert installed["default-resources"]["slurm_partition"] == "cpu"
-    assert installed["default-resources"]["slurm_account"] == "proj"
-    assert installed["set-resources"]["sample"]["slurm_partition"] == "gpu"
+    # Job sizes are the study's: the profile sets no threads or resources of any rule.
+    assert not {"set-threads", "set-resources", "default-resources"} & set(slurm), sorted(slurm)
+    installed = _install_profile(tmp_path / "two", "--partition", "gpu", "--cpu-partition", "cpu", "--account", "p")
+    assert installed["default-resources"] == {"slurm_account": "p"}
+    partitions = yaml.safe_load(Path(installed["slurm-partition-config"]).read_text())["partitions"]
+    assert partitions["cpu"]["max_gpu"] == 0 and partitions["gpu"]["max_gpu"] > 0  # GPU jobs fit only "gpu"
+    one = _install_profile(tmp_path / "one", "--partition", "gpu")
+    assert one["default-resources"] == {"slurm_partition": "gpu"} and "slurm-partition-config" not in one
+
+
+def test_job_resources_come_from_the_study(tmp_path):
+    """Each step's jobs ask for the study's pipeline.resources (threads, gpu, mem_mb, runtime)."""
+    study = tiny_study()
+    study["pipeline"]["resources"] = {
+        "sample": {"cpus": 2, "gpus": 1, "mem_mb": 1234, "runtime_min": 17},
+        "evaluate": {"mem_mb": 4321},
+    }
+    copy = workflow_copy(tmp_path / "wf", study)
+    printed = snakemake(copy, "-n", "-F", "-c2").stdout
+    jobs = {}
+    for block in printed.split("\nrule ")[1:]:
+        rule = block.split(":", 1)[0].strip()
+        resources = re.search(r"resources: (.*)", block)
+        threads = re.search(r"threads: (\d+)", block)
+        if resources:
+            jobs[rule] = (resources.group(1), int(threads.group(1)) if threads else 1)
+    sample, sample_threads = jobs["sample"]
+    assert "mem_mb=1234" in sample and "runtime=17" in sample and "gpu=1" in sample and sample_threads == 2
+    assert "mem_mb=4321" in jobs["evaluate"][0] and "gpu=0" in jobs["evaluate"][0]
+    assert "mem_mb=2000" in jobs["fid_reference"][0], "defaults where the study says nothing"
 
 
 def test_study_file_written_for_jobs_holds_the_validated_config(tmp_path):

@@ -31,7 +31,8 @@ DATASET = STUDY.data.dataset
 LATENTS = f"data/latents/{DATASET}"
 ENCODE_SHARDS = STUDY.pipeline.encode_shards
 SAMPLE_SHARDS = STUDY.pipeline.sample_shards
-THREADS = STUDY.pipeline.threads
+# Cores, GPUs, memory and time of each step's jobs: the study's (pipeline.resources), not the profile's.
+JOBS = STUDY.pipeline.resources
 # The `ism` of the environment running Snakemake, so rules work without an activated venv.
 ISM_BIN = shlex.quote(str(Path(sys.executable).parent / "ism"))
 ISM = f"{ISM_BIN} -q"

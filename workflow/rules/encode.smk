@@ -9,10 +9,11 @@ rule encode_shard:
         "logs/encode/{dataset}/shard-{shard}-of-{shards}.log",
     conda:
         "../envs/ism.yaml"
-    threads: THREADS
+    threads: JOBS.encode.cpus
     resources:
-        mem_mb=4000,
-        runtime=60,
+        gpu=JOBS.encode.gpus,
+        mem_mb=JOBS.encode.mem_mb,
+        runtime=JOBS.encode.runtime_min,
     params:
         ism=ISM,
         study=STUDY_FILE,

@@ -17,10 +17,11 @@ rule fid_reference:
         "logs/evaluate/fid_reference.log",
     conda:
         "../envs/ism.yaml"
-    threads: THREADS
+    threads: JOBS.reference.cpus
     resources:
-        mem_mb=8000,
-        runtime=120,
+        gpu=JOBS.reference.gpus,
+        mem_mb=JOBS.reference.mem_mb,
+        runtime=JOBS.reference.runtime_min,
     params:
         ism=ISM,
         study=STUDY_FILE,
@@ -40,10 +41,11 @@ rule evaluate:
         f"logs/evaluate/{{run}}/{SAMPLE}.log",
     conda:
         "../envs/ism.yaml"
-    threads: THREADS
+    threads: JOBS.evaluate.cpus
     resources:
-        mem_mb=8000,
-        runtime=60,
+        gpu=JOBS.evaluate.gpus,
+        mem_mb=JOBS.evaluate.mem_mb,
+        runtime=JOBS.evaluate.runtime_min,
     params:
         ism=ISM,
         study=STUDY_FILE,
@@ -62,6 +64,11 @@ use rule evaluate as floor with:
         "results/floor.json",
     log:
         "logs/evaluate/floor.log",
+    threads: JOBS.reference.cpus
+    resources:
+        gpu=JOBS.reference.gpus,
+        mem_mb=JOBS.reference.mem_mb,
+        runtime=JOBS.reference.runtime_min,
     params:
         source="--floor",
         images=STUDY.evaluate.floor_images or STUDY.sample.num_images,

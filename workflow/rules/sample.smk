@@ -12,10 +12,11 @@ rule sample_shard:
         f"logs/sample/{{run}}/{SAMPLE}.shard-{{shard}}-of-{{shards}}.log",
     conda:
         "../envs/ism.yaml"
-    threads: THREADS
+    threads: JOBS.sample.cpus
     resources:
-        mem_mb=4000,
-        runtime=60,
+        gpu=JOBS.sample.gpus,
+        mem_mb=JOBS.sample.mem_mb,
+        runtime=JOBS.sample.runtime_min,
     params:
         ism=ISM,
         study=STUDY_FILE,
