@@ -367,7 +367,7 @@ def _check_encode_inputs(args: argparse.Namespace) -> None:
         validate_study,
     )
     from ism.data import DataError
-    from ism.data.datasets import check_imagefolder
+    from ism.data.datasets import check_imagefolder, image_size_required
     from ism.data.encode import EncodeError, output_folder_problem
 
     if not args.merge and args.shard >= args.num_shards:
@@ -388,9 +388,7 @@ def _check_encode_inputs(args: argparse.Namespace) -> None:
         return
     if args.merge:
         if d.image_size is None:
-            raise DataError(
-                "data.image_size is null but an encoded image folder needs one fixed size: set data.image_size"
-            )
+            raise image_size_required()
         return
     check_imagefolder(d.root, d.test_fraction, d.split_seed, d.image_size, shard=args.shard, num_shards=args.num_shards)
 

@@ -413,16 +413,21 @@ class LaunchConfig(_Strict):
         return self.tasks or max(1, self.gpus_per_node)
 
 
-class RunConfig(_Strict):
-    """Everything one training run and its sampling need."""
+class _RunSections(_Strict):
+    """The sections a run is made of: a study's base holds them too, and each run overrides them."""
 
-    name: str = Field("run", pattern=NAME_PATTERN, description="Run name (used in paths).")
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     method: MethodConfig = Field(default_factory=MethodConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     sample: SampleConfig = Field(default_factory=SampleConfig)
     launch: LaunchConfig = Field(default_factory=LaunchConfig)
+
+
+class RunConfig(_RunSections):
+    """Everything one training run and its sampling need."""
+
+    name: str = Field("run", pattern=NAME_PATTERN, description="Run name (used in paths).")
 
     @model_validator(mode="after")
     def _cross_checks(self) -> RunConfig:
@@ -594,16 +599,10 @@ class PipelineConfig(_Strict):
     )
 
 
-class StudyConfig(_Strict):
+class StudyConfig(_RunSections):
     """A study file: a base run configuration plus named runs that override it."""
 
     study: str = Field("study", pattern=NAME_PATTERN, description="Study name.")
-    data: DataConfig = Field(default_factory=DataConfig)
-    model: ModelConfig = Field(default_factory=ModelConfig)
-    method: MethodConfig = Field(default_factory=MethodConfig)
-    train: TrainConfig = Field(default_factory=TrainConfig)
-    sample: SampleConfig = Field(default_factory=SampleConfig)
-    launch: LaunchConfig = Field(default_factory=LaunchConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
     runs: dict[str, dict[str, Any]] = Field(
@@ -751,7 +750,7 @@ def _run_overrides(runs: dict[str, Any], run: str, chain: tuple[str, ...] = ()) 
 
 
 # Study-level sections: shared by every run, not part of a RunConfig.
-_STUDY_ONLY = ("runs", "study", "evaluate", "pipeline")
+_STUDY_ONLY = frozenset(StudyConfig.model_fields) - frozenset(_RunSections.model_fields)
 
 
 def resolve_run(raw_study: dict[str, Any], run: str, overrides: list[str] = ()) -> RunConfig:

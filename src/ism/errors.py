@@ -50,6 +50,12 @@ USER_ERRORS: tuple[type[Exception], ...] = (
 )
 
 
+def first_line(err: BaseException) -> str:
+    """An exception's first line (a library's multi-line report shortened to its headline), or its type's name."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 def one_line(err: BaseException) -> str:
     """An exception's message on one line (whitespace collapsed), or its type's name when it has none."""
     return " ".join(str(err).split()) or type(err).__name__

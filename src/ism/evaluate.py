@@ -42,16 +42,11 @@ from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from
 
 from ism.atomic import atomic_path, write_json
 from ism.classifier import file_hash, load_classifier
-from ism.errors import EvaluateError
+from ism.errors import EvaluateError, first_line
 
 MIN_IMAGES = 2  # FID needs a covariance, KID a pair
 PRC_NEIGHBORHOOD = DEFAULTS["prc_neighborhood"]  # precision/recall need more images than this on each side
 SAMPLES_LAYOUT = "uint8 images (N, H, W, C) in 'arr_0', as 'ism sample' writes them"
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 # --- feature extractors -------------------------------------------------------------------------------------------
@@ -149,7 +144,7 @@ def load_inception_state(path: str | Path, *, sha256_prefix: str = INCEPTION_SHA
     except Exception as exc:  # UnpicklingError for anything but tensors and plain containers, others for junk
         raise EvaluateError(
             f"{INCEPTION_KEY}: '{path}' is not a plain weights file and was not loaded "
-            f"({type(exc).__name__}: {_first_line(exc)})"
+            f"({type(exc).__name__}: {first_line(exc)})"
         ) from None
     if not isinstance(state, dict) or not all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
@@ -185,7 +180,7 @@ class SafeInceptionV3(FeatureExtractorInceptionV3):
         except RuntimeError as exc:  # load_state_dict: missing or unexpected keys, wrong shapes
             raise EvaluateError(
                 f"{INCEPTION_KEY}: '{feature_extractor_weights_path}' does not fit torch-fidelity's Inception "
-                f"({_first_line(exc)})"
+                f"({first_line(exc)})"
             ) from None
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -352,7 +347,7 @@ def load_npz(path: str | Path, keys: tuple[str, ...], fix: str, optional: tuple[
         loaded = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
         raise EvaluateError(
-            f"'{path}' is not an .npz archive of plain arrays ({_first_line(exc)}); it was not unpickled: {fix}"
+            f"'{path}' is not an .npz archive of plain arrays ({first_line(exc)}); it was not unpickled: {fix}"
         ) from None
     if not isinstance(loaded, np.lib.npyio.NpzFile):
         raise EvaluateError(f"'{path}' holds a single array, not an .npz archive with {list(keys)}: {fix}")
@@ -369,9 +364,9 @@ def load_npz(path: str | Path, keys: tuple[str, ...], fix: str, optional: tuple[
                     raise EvaluateError(
                         f"'{path}': array {key!r} holds Python objects, which are never unpickled: {fix}"
                     ) from None
-                raise EvaluateError(f"'{path}': array {key!r} is unreadable ({_first_line(exc)}): {fix}") from None
+                raise EvaluateError(f"'{path}': array {key!r} is unreadable ({first_line(exc)}): {fix}") from None
             except (OSError, EOFError, zipfile.BadZipFile) as exc:
-                raise EvaluateError(f"'{path}': array {key!r} is unreadable ({_first_line(exc)}): {fix}") from None
+                raise EvaluateError(f"'{path}': array {key!r} is unreadable ({first_line(exc)}): {fix}") from None
     return out
 
 

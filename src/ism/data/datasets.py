@@ -258,22 +258,28 @@ def check_imagefolder(
     train, test, _ = split_imagefolder(root, test_fraction, split_seed)
     if not 0 <= shard < num_shards:
         raise DataError(f"shard {shard} is not one of the {num_shards} shards (0..{num_shards - 1})")
-    paths = [side.paths[slice(*_block(len(side.paths), shard, num_shards))] for side in (train, test)]
+    paths = [side.paths[slice(*shard_bounds(len(side.paths), shard, num_shards))] for side in (train, test)]
     checked = [path for side in paths for path in side]
     heights_widths = [read_image(path).size[::-1] for path in checked]
     if image_size is None:
         if checked:
             _check_same_size(checked, heights_widths)
         size = f" (these images are {_describe_size(heights_widths[0])})" if checked else ""
-        raise DataError(
-            f"data.image_size is null but an encoded image folder needs one fixed size{size}: set data.image_size "
-            "to the side in pixels every image is centre-cropped and resized to"
-        )
+        raise image_size_required(size)
     return len(checked)
 
 
-def _block(num_items: int, shard: int, num_shards: int) -> tuple[int, int]:
-    """[start, stop) of contiguous block ``shard`` of ``num_shards``, as ``np.array_split`` splits."""
+def image_size_required(detail: str = "") -> DataError:
+    """The error of an image folder read file by file (encoding, FID reference, floor) without data.image_size."""
+    return DataError(
+        f"data.image_size is null but an image folder read file by file (encoding, FID reference, floor) needs one "
+        f"fixed size{detail}: set data.image_size to the side every image is centre-cropped to (e.g. 256)"
+    )
+
+
+def shard_bounds(num_items: int, shard: int, num_shards: int) -> tuple[int, int]:
+    """[start, stop) of contiguous block ``shard`` of ``num_shards``, exactly as ``np.array_split`` splits: what
+    encoding shard ``shard`` encodes and checks."""
     base, extra = divmod(num_items, num_shards)
     start = shard * base + min(shard, extra)
     return start, start + base + (1 if shard < extra else 0)

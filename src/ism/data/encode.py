@@ -47,6 +47,7 @@ from tqdm import tqdm
 
 from ism.atomic import atomic_path, write_json
 from ism.config import ENCODERS
+from ism.data.datasets import shard_bounds
 from ism.data.images import uint8_to_model
 from ism.errors import EncodeError, one_line
 
@@ -63,13 +64,6 @@ _ENCODE_FIX = "run `ism encode` for this dataset"
 
 
 # ------------------------------------------------------------------------------------------------- shards
-
-
-def shard_bounds(num_images: int, shard: int, num_shards: int) -> tuple[int, int]:
-    """[start, stop) of contiguous block ``shard`` of ``num_shards``, exactly as ``np.array_split`` splits."""
-    base, extra = divmod(num_images, num_shards)
-    start = shard * base + min(shard, extra)
-    return start, start + base + (1 if shard < extra else 0)
 
 
 def shard_paths(out_dir: str | Path, shard: int, num_shards: int) -> tuple[Path, Path]:

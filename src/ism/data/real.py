@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ism.config import DataConfig
-from ism.data.datasets import Dataset, load_dataset, split_imagefolder
+from ism.data.datasets import Dataset, image_size_required, load_dataset, split_imagefolder
 from ism.data.imagefiles import folder_channels, read_pixels
 from ism.data.images import model_to_uint8
 from ism.errors import DataError
@@ -100,10 +100,7 @@ def real_images(data: DataConfig, split: str) -> RealImages:
 
 def _folder_images(data: DataConfig, split: str) -> RealImages:
     if data.image_size is None:
-        raise DataError(
-            "data.image_size is null but an image folder read file by file (encoding, FID reference, floor) needs "
-            "one fixed size: set data.image_size (e.g. 256)"
-        )
+        raise image_size_required()
     train, test, class_names = split_imagefolder(data.root, data.test_fraction, data.split_seed)
     channels = folder_channels([*train.paths, *test.paths])
     side = train if split == "train" else test
