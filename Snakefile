@@ -19,10 +19,22 @@ include: "workflow/rules/sample.smk"
 include: "workflow/rules/evaluate.smk"
 
 
+# `snakemake --report results/report.html` (or .zip) after a run: this description, the outputs the rules flag with
+# report() (their captions are in workflow/report/) and the study file below.
+report: "workflow/report/workflow.rst"
+
+
 rule all:
     default_target: True
     input:
         REPORT,
+        # The validated study every job read (written by common.smk; no rule makes it, so it is flagged here).
+        report(
+            STUDY_FILE,
+            caption="workflow/report/study.rst",
+            category="Study",
+            labels={"result": "study file"},
+        ),
 
 
 # Coarse targets (one per DVC stage): the encoded data, every run's model, the report.

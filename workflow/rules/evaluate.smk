@@ -74,12 +74,37 @@ use rule evaluate as floor with:
         images=STUDY.evaluate.floor_images or STUDY.sample.num_images,
 
 
+# What `snakemake --report` shows of the report rule's files (REPORT): category FID, a caption and labels each.
+REPORT_ITEMS = {
+    "results/fid_vs_steps.png": {
+        "caption": "../report/fid_vs_steps.rst",
+        "labels": {"result": "FID against NFE"},
+    },
+    "results/report.md": {
+        "caption": "../report/fid_table.rst",
+        "labels": {"result": "FID table (Markdown)"},
+    },
+    "results/fid_vs_steps.csv": {
+        "caption": "../report/fid_csv.rst",
+        "labels": {"result": "FID of every cell (CSV)"},
+    },
+}
+REPORT_OUTPUTS = [
+    (
+        path
+        if path not in REPORT_ITEMS
+        else report(path, category="FID", **REPORT_ITEMS[path])
+    )
+    for path in REPORT
+]
+
+
 rule report:
     input:
         metrics=METRICS,
         floor="results/floor.json",
     output:
-        REPORT,
+        REPORT_OUTPUTS,
     log:
         "logs/report.log",
     conda:

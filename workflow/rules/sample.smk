@@ -2,6 +2,19 @@
 # pipeline.sample_shards jobs per file (a contiguous block of seeded batches each) merged before evaluation.
 # Both run one command: a whole file is shard 0 of 1.
 
+# The preview grid of each samples file is a result of `snakemake --report`: one subcategory per run, labelled by
+# budget (and guidance scale w). Labels sort as text, so the budget is right-aligned with spaces (which HTML does
+# not show): 1, 2, 4, ..., 128 then sort as numbers.
+BUDGET_WIDTH = len(str(max(max(cfg.sample.budgets) for cfg in RUN_CONFIGS.values())))
+SAMPLE_GRID = report(
+    f"results/{{run}}/samples/{SAMPLE}.png",
+    caption="../report/samples.rst",
+    category="Samples",
+    subcategory="{run}",
+    labels=lambda wildcards: {"steps": wildcards.steps.rjust(BUDGET_WIDTH)}
+    | ({"guidance w": wildcards.w} if wildcards.w else {}),
+)
+
 
 rule sample_shard:
     input:
@@ -34,7 +47,7 @@ if SAMPLE_SHARDS == 1:
     use rule sample_shard as sample with:
         output:
             samples=f"results/{{run}}/samples/{SAMPLE}.npz",
-            grid=f"results/{{run}}/samples/{SAMPLE}.png",
+            grid=SAMPLE_GRID,
         log:
             f"logs/sample/{{run}}/{SAMPLE}.log",
         params:
@@ -48,7 +61,7 @@ else:
             sample_shard_files(),
         output:
             samples=f"results/{{run}}/samples/{SAMPLE}.npz",
-            grid=f"results/{{run}}/samples/{SAMPLE}.png",
+            grid=SAMPLE_GRID,
         log:
             f"logs/sample/{{run}}/{SAMPLE}.merge.log",
         conda:
