@@ -110,6 +110,7 @@ def _parser() -> argparse.ArgumentParser:
         _add_classifier,
         _add_evaluate,
         _add_report,
+        _add_curves,
     ):
         add_command(sub)
     return parser
@@ -552,6 +553,27 @@ def _report(args: argparse.Namespace) -> None:
     from ism.report import write_report
 
     print(write_report(args.results, args.runs, args.floor, args.out_dir, metrics=args.metrics), end="")
+
+
+def _add_curves(sub: argparse._SubParsersAction) -> None:
+    curves = _command(
+        sub,
+        "curves",
+        _curves,
+        help="plot the training loss of every run against its step (one figure, one line per run)",
+        description="Read each run's training log (dvclive, MODELS/RUN/train_log, written by 'ism launch "
+        "--live-dir') and plot its loss against the step, one line per run, as one PNG. A run without a log has "
+        "no line.",
+    )
+    curves.add_argument("--runs", nargs="+", required=True, help="runs in legend order")
+    curves.add_argument("--models", type=Path, default=Path("models"), help="model folders (default: models)")
+    curves.add_argument("--out", type=Path, required=True, help="PNG to write, e.g. results/train_loss.png")
+
+
+def _curves(args: argparse.Namespace) -> None:
+    from ism.curves import write_curves
+
+    print(write_curves(args.models, args.runs, args.out))
 
 
 def main(argv: list[str] | None = None) -> int:

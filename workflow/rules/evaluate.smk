@@ -99,12 +99,20 @@ REPORT_OUTPUTS = [
 ]
 
 
+# The study's summary: the FID table and plot (`ism report`), then the training loss of every run from the logs its
+# training left in models/<run>/train_log (`ism curves`).
 rule report:
     input:
         metrics=METRICS,
         floor="results/floor.json",
     output:
         REPORT_OUTPUTS,
+        curves=report(
+            "results/train_loss.png",
+            caption="../report/train_loss.rst",
+            category="Training",
+            labels={"result": "training loss"},
+        ),
     log:
         "logs/report.log",
     conda:
@@ -117,4 +125,4 @@ rule report:
         ism=ISM,
         runs=RUNS,
     shell:
-        "{params.ism} report --runs {params.runs:q} --floor {input.floor:q} --metrics {input.metrics:q} --out-dir results > {log:q} 2>&1 && cat results/report.md"
+        "{params.ism} report --runs {params.runs:q} --floor {input.floor:q} --metrics {input.metrics:q} --out-dir results > {log:q} 2>&1 && {params.ism} curves --runs {params.runs:q} --out {output.curves:q} >> {log:q} 2>&1 && cat results/report.md"
