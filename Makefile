@@ -8,7 +8,7 @@ DEPS_STAMP := $(VENV)/.deps-$(DEPS_KEY)
 PYTEST := $(BIN)/python -m pytest
 CONFIG ?= config/config.yaml
 
-.PHONY: venv install demo slurm-profile test test-fast test-slow test-slurm lint format clean
+.PHONY: venv install demo report slurm-profile test test-fast test-slow test-slurm lint format clean
 
 $(DEPS_STAMP):
 	rm -rf "$(VENV)"
@@ -27,6 +27,10 @@ venv: install
 demo: install
 	"$(BIN)/snakemake" --profile profiles/local --configfile $(CONFIG)
 	@echo "report: results/report.md, plot: results/fid_vs_steps.png, grids: results/<run>/samples/*.png"
+
+# The Snakemake report of a finished study (CONFIG): FID plot and table, every sample grid, training curves, study.
+report: install
+	"$(BIN)/snakemake" --report results/report.html --configfile $(CONFIG)
 
 # Install profiles/slurm as the user profile `slurm` (then: snakemake --profile slurm). Cluster settings only:
 # PARTITION (GPU jobs), CPU_PARTITION, ACCOUNT, STATUS_COMMAND (squeue without slurmdbd), INIT_SECONDS (first
