@@ -461,39 +461,93 @@ def _schema(args: argparse.Namespace) -> None:
     print(args.out)
 
 
+EPILOG_CLASSIFIER = """\
+examples:
+  ism classifier --config my-folder-study.yaml                # the study's dataset (an image folder too)
+  ism classifier --config my-folder-study.yaml --out models/classifier-mine.pt --steps 3000
+  ism classifier --dataset mnist5k                            # an embedded set's dedicated design
+
+--config trains on the study's train split (data.*: its split and pixels, at data.image_size), tests on the held-out
+side, with evaluate.classifier_steps and evaluate.classifier_seed unless --steps/--seed are given, and writes
+OUT (default: evaluate.classifier, else models/classifier-STUDY.pt, where the workflow's classifier rule puts it).
+--dataset trains an embedded set's dedicated design on its default split (src/ism/assets/classifier-digits.pt was
+made with 'ism classifier --dataset digits'). The same inputs give the same bytes on the CPU, wherever the file is
+written (atomically); FID names the extractor ism-classifier-DATASET-<sha256[:12]>.
+"""
+
+
 def _add_classifier(sub: argparse._SubParsersAction) -> None:
-    from ism.config import CLASSIFIER_DATASETS
+    from ism.config import EMBEDDED_DATASETS
 
     classifier = _command(
         sub,
         "classifier",
         _classifier,
-        help="train the digit classifier whose features define FID on the embedded data",
-        description="Train the small classifier of an embedded dataset deterministically (seeded init and order) and "
-        "save it atomically. The committed checkpoints under src/ism/assets/ were made with the defaults.",
+        help="train the small classifier whose features define FID (embedded data, image folders)",
+        description="Train the feature classifier of FID deterministically (seeded init and order, CPU).",
+        epilog=EPILOG_CLASSIFIER,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    classifier.add_argument("--dataset", default="digits", choices=CLASSIFIER_DATASETS)
-    classifier.add_argument("--out", type=Path, help="checkpoint (default: src/ism/assets/classifier-DATASET.pt)")
-    classifier.add_argument("--seed", type=int, default=0)
-    classifier.add_argument("--steps", type=int, default=1500)
+    source = classifier.add_mutually_exclusive_group()
+    source.add_argument("--config", help="study YAML file: train on its dataset (digits, mnist5k, imagefolder)")
+    source.add_argument(
+        "--dataset", choices=EMBEDDED_DATASETS, help="an embedded dataset with its default split (default: digits)"
+    )
+    classifier.add_argument(
+        "--out",
+        type=Path,
+        help="checkpoint (default: --config: evaluate.classifier, else models/classifier-STUDY.pt; "
+        "--dataset: src/ism/assets/classifier-DATASET.pt)",
+    )
+    classifier.add_argument("--seed", type=int, help="init and data order (default: evaluate.classifier_seed, else 0)")
+    classifier.add_argument(
+        "--steps", type=_positive_int, help="training steps (default: evaluate.classifier_steps, else 1500)"
+    )
 
 
 def _classifier(args: argparse.Namespace) -> None:
-    from ism.classifier import default_classifier_path, save_classifier, train_classifier
+    from ism.classifier import save_classifier
+
+    if args.config is not None:
+        model, meta, out = _study_classifier(args)
+    else:
+        model, meta, out = _embedded_classifier(args)
+    path = save_classifier(model, out, meta)
+    print(f"{path}: test accuracy {meta['test_accuracy']:.4f}")
+
+
+def _study_classifier(args: argparse.Namespace):
+    from ism import study
+    from ism.classifier import train_study_classifier
+    from ism.config import BUILT_CLASSIFIER
+
+    cfg, _ = study.load_study(args.config)
+    e = cfg.evaluate
+    seed = e.classifier_seed if args.seed is None else args.seed
+    steps = e.classifier_steps if args.steps is None else args.steps
+    model, meta = train_study_classifier(cfg.data, seed=seed, steps=steps)
+    return model, meta, args.out or Path(e.classifier or BUILT_CLASSIFIER.format(study=cfg.study))
+
+
+def _embedded_classifier(args: argparse.Namespace):
+    from ism.classifier import default_classifier_path, train_classifier
     from ism.data import load_dataset
 
-    data = load_dataset(args.dataset)
-    model, test_accuracy = train_classifier(data, seed=args.seed, steps=args.steps)
+    dataset = args.dataset or "digits"
+    seed = 0 if args.seed is None else args.seed
+    steps = 1500 if args.steps is None else args.steps
+    data = load_dataset(dataset)
+    model, test_accuracy = train_classifier(data, seed=seed, steps=steps)
+    # The meta of the committed checkpoint, key for key: the same command gives the same bytes (and extractor name).
     meta = {
-        "dataset": args.dataset,
+        "dataset": dataset,
         "in_channels": data.sample_shape[0],
         "num_classes": data.num_classes,
-        "seed": args.seed,
-        "steps": args.steps,
+        "seed": seed,
+        "steps": steps,
         "test_accuracy": test_accuracy,
     }
-    path = save_classifier(model, args.out or default_classifier_path(args.dataset), meta)
-    print(f"{path}: test accuracy {test_accuracy:.4f}")
+    return model, meta, args.out or default_classifier_path(dataset)
 
 
 # ------------------------------------------------------------------------------------------------ evaluate, report

@@ -43,8 +43,8 @@ IMAGE_DATASETS: tuple[str, ...] = (*EMBEDDED_DATASETS, "imagefolder")
 TOY_DATASETS: tuple[str, ...] = ("checkerboard", "eight_gaussians")  # 2-D point sets, trained by the MLP
 DATASETS: tuple[str, ...] = (*IMAGE_DATASETS, *TOY_DATASETS)
 ENCODERS: tuple[str, ...] = ("identity", "sd-vae")
-# Datasets with a committed feature classifier for FID (src/ism/assets/classifier-<dataset>.pt).
-CLASSIFIER_DATASETS: tuple[str, ...] = EMBEDDED_DATASETS
+# Datasets whose FID can use a small classifier's features: any labelled image set (the toy sets are points).
+CLASSIFIER_DATASETS: tuple[str, ...] = IMAGE_DATASETS
 
 # Side of the embedded datasets' images (pixels); SD-VAE latents are 1/8 of the image side.
 EMBEDDED_IMAGE_SIDES = {"digits": 8, "mnist5k": 28}
@@ -499,9 +499,20 @@ class EvaluateConfig(_Strict):
 
     extractor: Literal["classifier", "inception-v3-compat"] = Field(
         "classifier",
-        description="'classifier': the embedded dataset's committed classifier; 'inception-v3-compat': ImageNet FID.",
+        description="'classifier': a small classifier of the study's dataset (committed for digits, else trained by "
+        "'ism classifier --config', which the workflow runs); 'inception-v3-compat': ImageNet FID.",
     )
-    classifier: str | None = Field(None, description="Classifier checkpoint (None: the one committed for the dataset).")
+    classifier: str | None = Field(
+        None,
+        description="Classifier checkpoint (None: the one committed for the dataset, else "
+        "models/classifier-<study>.pt, which the workflow builds).",
+    )
+    classifier_steps: int = Field(
+        1500, ge=1, description="Training steps of the classifier that 'ism classifier --config' (the workflow) makes."
+    )
+    classifier_seed: int = Field(
+        0, ge=0, description="Seed (init and data order) of the classifier that 'ism classifier --config' makes."
+    )
     inception_weights: str = Field(
         "resources/weights-inception-2015-12-05-6726825d.pth",
         description="Local weights file of inception-v3-compat (torch-fidelity's release asset; no download here).",
@@ -708,10 +719,92 @@ def validate_study(raw: dict[str, Any]) -> StudyConfig:
             )
     if study.evaluate.extractor == "classifier" and study.data.dataset not in CLASSIFIER_DATASETS:
         raise ConfigError(
-            f"config key 'evaluate.extractor': the classifier extractor exists for "
-            f"{', '.join(CLASSIFIER_DATASETS)}, not '{study.data.dataset}'; use 'inception-v3-compat'"
+            f"config key 'evaluate.extractor': the classifier extractor needs a labelled image dataset "
+            f"({', '.join(CLASSIFIER_DATASETS)}), and '{study.data.dataset}' is a set of 2-D points with no image FID"
         )
     return study
+
+
+# --- the files of the FID feature extractor (checked by the workflow before any job, by the CLI before compute) ---
+
+# Committed feature classifiers: src/ism/assets/classifier-<dataset>.pt (digits). A study whose dataset has none
+# and whose evaluate.classifier is null uses BUILT_CLASSIFIER, which 'ism classifier --config' makes (the workflow's
+# `classifier` rule). It lives with the models: a trained file, git-ignored, versioned by DVC with the other models.
+ASSETS = Path(__file__).resolve().parent / "assets"
+BUILT_CLASSIFIER = "models/classifier-{study}.pt"
+
+INCEPTION_KEY = "evaluate.inception_weights"
+INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
+INCEPTION_URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{INCEPTION_FILE}"
+# A cheap plausibility bound for the up-front check (the SHA-256 is checked when the weights are loaded): the tensors
+# of torch-fidelity's FeatureExtractorInceptionV3 hold 95,542,320 bytes (23.9 M numbers), so no file holding them is
+# smaller than this.
+INCEPTION_MIN_BYTES = 90_000_000
+
+
+def committed_classifier_path(dataset: str) -> Path:
+    return ASSETS / f"classifier-{dataset}.pt"
+
+
+ClassifierOrigin = Literal["given", "committed", "built"]
+
+
+def classifier_source(study: StudyConfig) -> tuple[Path, ClassifierOrigin] | None:
+    """The feature classifier of the study's FID and where it comes from; None when the extractor is not one.
+
+    ``given``: evaluate.classifier (a file the user made, used as it is); ``committed``: the dataset's file under
+    src/ism/assets; ``built``: models/classifier-<study>.pt, trained by 'ism classifier --config' (a workflow rule).
+    """
+    e = study.evaluate
+    if e.extractor != "classifier":
+        return None
+    if e.classifier:
+        return Path(e.classifier), "given"
+    committed = committed_classifier_path(study.data.dataset)
+    if committed.is_file():
+        return committed, "committed"
+    return Path(BUILT_CLASSIFIER.format(study=study.study)), "built"
+
+
+def missing_classifier_message(path: Path, origin: ClassifierOrigin, study_file: str | Path = "STUDY") -> str:
+    """Why and how, after the key ``evaluate.classifier``, of a missing classifier file."""
+    make = f"'ism classifier --config {study_file} --out {path}'"
+    if origin == "given":
+        return (
+            f"'{path}' does not exist: make it with {make}, or set evaluate.classifier to null so that the workflow "
+            "builds the study's classifier"
+        )
+    return f"no feature classifier at '{path}': make it with {make} (what the workflow's classifier rule runs)"
+
+
+def missing_inception_message(path: Path) -> str:
+    """Why and how, after the key ``evaluate.inception_weights``, of a missing weights file."""
+    return (
+        f"'{path}' does not exist. Download it once on a machine with internet "
+        f"(curl -L -o '{path}' {INCEPTION_URL}) and copy it here, or set {INCEPTION_KEY}"
+    )
+
+
+def check_extractor_files(study: StudyConfig, study_file: str | Path = "STUDY") -> None:
+    """The feature extractor's files, checked cheaply before any job (one ConfigError naming the key and the fix).
+
+    inception-v3-compat: the weights file exists and is large enough to hold the network (its SHA-256 is checked
+    when it is loaded); a classifier named by evaluate.classifier exists. Not part of :func:`validate_study`: a
+    study is valid (``ism layout`` works) on a machine without the weights.
+    """
+    if study.evaluate.extractor == "inception-v3-compat":
+        path = Path(study.evaluate.inception_weights)
+        if not path.is_file():
+            raise ConfigError(f"config key '{INCEPTION_KEY}': {missing_inception_message(path)}")
+        size = path.stat().st_size
+        if size < INCEPTION_MIN_BYTES:
+            raise ConfigError(
+                f"config key '{INCEPTION_KEY}': '{path}' holds {size:,} bytes, too few for torch-fidelity's Inception "
+                f"weights (about 96 MB): download {INCEPTION_URL} again, or fix {INCEPTION_KEY}"
+            )
+    source = classifier_source(study)
+    if source is not None and source[1] == "given" and not source[0].is_file():
+        raise ConfigError(f"config key 'evaluate.classifier': {missing_classifier_message(*source, study_file)}")
 
 
 # Keys that may change between a checkpoint and its resumption without changing what is trained.

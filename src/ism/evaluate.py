@@ -1,8 +1,9 @@
 """Sample quality through torch-fidelity: FID, KID, precision and recall in a registered feature space.
 
-For the embedded datasets the feature space is the committed digit classifier's penultimate layer
-(:mod:`ism.classifier`), registered under a name that carries the checkpoint's hash, so a metric names the exact
-extractor it was computed with. The reference is the dataset's train split; the real-data floor is the same
+For the embedded datasets and image folders the feature space is a small classifier's penultimate layer
+(:mod:`ism.classifier`: the committed one of digits, or the one 'ism classifier --config' trains for the study),
+registered under a name that carries the checkpoint's hash, so a metric names the exact extractor it was computed
+with. The reference is the dataset's train split; the real-data floor is the same
 metric for the held-out test split (as many images as the samples, DATA.md).
 
     FID = ‖μ₁ − μ₂‖² + Tr(Σ₁ + Σ₂ − 2 (Σ₁ Σ₂)^{1/2})
@@ -42,6 +43,7 @@ from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from
 
 from ism.atomic import atomic_path, write_json
 from ism.classifier import file_hash, load_classifier
+from ism.config import EMBEDDED_DATASETS, INCEPTION_KEY, INCEPTION_URL, missing_inception_message
 from ism.errors import EvaluateError, first_line
 
 MIN_IMAGES = 2  # FID needs a covariance, KID a pair
@@ -94,14 +96,12 @@ def register_classifier(path: str | Path) -> str:
     return name
 
 
-INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
-INCEPTION_URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{INCEPTION_FILE}"
+# The file's name, URL and key live in ism.config: the workflow checks the file before any job, without torch.
 # torch-fidelity names the file after the start of its SHA-256 (the torch.hub convention, which checks exactly this
 # prefix). The full digest is published nowhere we could verify offline, so the prefix is what is pinned. Safety does
 # not rest on it: bytes that pass are read with weights_only=True, which builds tensors and plain containers only.
 INCEPTION_SHA256_PREFIX = "6726825d"
 INCEPTION_NAME = f"ism-inception-v3-compat-{INCEPTION_SHA256_PREFIX}"
-INCEPTION_KEY = "evaluate.inception_weights"
 
 
 def _check_inception_digest(path: Path, data: bytes, sha256_prefix: str) -> None:
@@ -114,10 +114,7 @@ def _check_inception_digest(path: Path, data: bytes, sha256_prefix: str) -> None
 
 
 def _missing_inception(path: Path) -> FileNotFoundError:
-    return FileNotFoundError(
-        f"{INCEPTION_KEY}: '{path}' does not exist. Download it once on a machine with internet "
-        f"(curl -L -o '{path}' {INCEPTION_URL}) and copy it here, or set {INCEPTION_KEY}"
-    )
+    return FileNotFoundError(f"{INCEPTION_KEY}: {missing_inception_message(path)}")
 
 
 def check_inception_file(path: str | Path, *, sha256_prefix: str = INCEPTION_SHA256_PREFIX) -> Path:
@@ -208,18 +205,30 @@ class Extractor:
 
 
 def resolve_extractor(
-    kind: str, *, dataset: str, classifier: str | Path | None, inception_weights: str | Path
+    kind: str,
+    *,
+    dataset: str,
+    classifier: str | Path | None,
+    inception_weights: str | Path,
+    missing: str | None = None,
 ) -> Extractor:
-    """The study's extractor, checked before any compute: a missing or foreign weights file is one error naming it."""
+    """The study's extractor, checked before any compute: a missing or foreign weights file is one error naming it.
+
+    ``classifier``: the checkpoint (None: the dataset's committed one); ``missing``: what a missing checkpoint's
+    error says after ``evaluate.classifier:`` (the caller knows how the study makes it).
+    """
     if kind == "classifier":
         from ism.classifier import default_classifier_path
 
         path = Path(classifier) if classifier else default_classifier_path(dataset)
         if not path.is_file():
-            raise FileNotFoundError(
-                f"evaluate.classifier: no feature classifier at '{path}': make it with "
-                f"'ism classifier --dataset {dataset}' or set evaluate.classifier"
+            make = (
+                f"'ism classifier --dataset {dataset}'"
+                if dataset in EMBEDDED_DATASETS and not classifier
+                else f"'ism classifier --config STUDY --out {path}'"
             )
+            why = missing or f"no feature classifier at '{path}': make it with {make} or set evaluate.classifier"
+            raise FileNotFoundError(f"evaluate.classifier: {why}")
         return Extractor(register_classifier(path), path)
     return Extractor(register_inception(), check_inception_file(inception_weights))
 

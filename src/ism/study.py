@@ -14,7 +14,15 @@ from typing import Any
 import torch
 
 from ism.atomic import write_json
-from ism.config import RunConfig, StudyConfig, load_yaml, resolve_run, validate_study
+from ism.config import (
+    RunConfig,
+    StudyConfig,
+    classifier_source,
+    load_yaml,
+    missing_classifier_message,
+    resolve_run,
+    validate_study,
+)
 from ism.data.real import FolderImages, real_images
 from ism.evaluate import (
     MIN_IMAGES,
@@ -87,11 +95,32 @@ def merge_encoded(config: str | Path, out_dir: str | Path, *, num_shards: int) -
     return merge_shards(out_dir, num_shards, meta)
 
 
-def _extractor(study: StudyConfig) -> Extractor:
+def _extractor(study: StudyConfig, config: str | Path) -> Extractor:
+    """The study's feature extractor: its classifier (given, committed, or built by 'ism classifier --config') or
+    Inception, its file checked."""
     e = study.evaluate
+    source = classifier_source(study)
+    classifier, missing = (source[0], missing_classifier_message(*source, config)) if source else (None, None)
     return resolve_extractor(
-        e.extractor, dataset=study.data.dataset, classifier=e.classifier, inception_weights=e.inception_weights
+        e.extractor,
+        dataset=study.data.dataset,
+        classifier=classifier,
+        inception_weights=e.inception_weights,
+        missing=missing,
     )
+
+
+def _check_fits(study: StudyConfig, config: str | Path, extractor: Extractor, shape: tuple[int, ...], where: str):
+    """A classifier embeds only images of the shape it was trained on (its global pool would accept any size)."""
+    if study.evaluate.extractor == "classifier":
+        from ism.classifier import input_problem, load_classifier
+
+        problem = input_problem(load_classifier(extractor.weights)[1], shape)
+        if problem:
+            raise EvaluateError(
+                f"evaluate.classifier: '{extractor.weights}' cannot embed {where}: {problem}; train one on this "
+                f"study's images with 'ism classifier --config {config} --out FILE' and name it in evaluate.classifier"
+            )
 
 
 def _reference(cfg: RunConfig, study: StudyConfig) -> torch.Tensor | FolderImages:
@@ -104,10 +133,11 @@ def _reference(cfg: RunConfig, study: StudyConfig) -> torch.Tensor | FolderImage
 def reference(config: str | Path, out_dir: str | Path) -> Path:
     """Embed the real reference once: float32 features in ``out_dir``/reference.npz, its info in reference.json."""
     study, raw = load_study(config)
-    extractor = _extractor(study)
+    extractor = _extractor(study, config)
     ref = _reference(base_run(raw, study), study)
     if len(ref) < MIN_IMAGES:
         raise EvaluateError(f"config key 'evaluate.reference_images': the reference needs at least {MIN_IMAGES} images")
+    _check_fits(study, config, extractor, tuple(ref.shape[1:]), "the study's train split")
     features = FeatureSpace(extractor, batch_size=study.evaluate.batch_size)(ref)
     info = {
         "extractor": extractor.name,
@@ -141,7 +171,7 @@ def _score(
 ) -> dict:
     """Every input is read and checked before the first image is embedded; the metrics file is written last."""
     study, raw = load_study(config)  # also checks the layout of evaluate.reference_statistics
-    extractor = _extractor(study)  # weights present and hash-checked
+    extractor = _extractor(study, config)  # weights present and hash-checked
     e = study.evaluate
     statistics = reference_features = reference_images = None
     if e.reference_statistics:
@@ -157,6 +187,7 @@ def _score(
         reference_images = _reference(base_run(raw, study), study)
         label = "train-split"
         check_images(images, tuple(reference_images.shape[1:]), where, "the study's train split")
+    _check_fits(study, config, extractor, tuple(images.shape[1:]), where)
     space = FeatureSpace(extractor, batch_size=e.batch_size)
     if statistics is not None:
         mu, sigma = statistics
