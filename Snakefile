@@ -16,6 +16,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/encode.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/sample.smk"
+include: "workflow/rules/classifier.smk"
 include: "workflow/rules/evaluate.smk"
 
 

@@ -51,6 +51,15 @@ def _write_study_file():
 
 _write_study_file()
 
+# The feature extractor's files, before any job (a study is valid without them: `ism layout` needs none): the
+# Inception weights exist and are large enough (their hash is checked when loaded), a given classifier exists.
+try:
+    from ism.config import check_extractor_files
+
+    check_extractor_files(STUDY, STUDY_FILE)
+except ConfigError as err:
+    raise WorkflowError(f"config error: {err}") from None
+
 
 def digest(payload):
     """A short stable hash of a JSON-able value (Snakemake reruns a job when its params change)."""

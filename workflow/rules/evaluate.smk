@@ -6,11 +6,15 @@ REFERENCE_FILES = [f"{REFERENCE_DIR}/reference.json", f"{REFERENCE_DIR}/referenc
 ADM_STATISTICS = STUDY.evaluate.reference_statistics
 # What scoring reads: the ADM statistics file, or the train-split reference features and their info.
 REFERENCE_INPUTS = [ADM_STATISTICS] if ADM_STATISTICS else REFERENCE_FILES
+# … and the feature classifier, when the study's is not committed (classifier.smk).
+REFERENCE_INPUTS = REFERENCE_INPUTS + CLASSIFIER_INPUTS
 # Fixed text (no config value): the CLI reads the statistics file's path from the study file itself.
 REFERENCE_ARGUMENT = "" if ADM_STATISTICS else f"--reference {REFERENCE_DIR}"
 
 
 rule fid_reference:
+    input:
+        CLASSIFIER_INPUTS,
     output:
         REFERENCE_FILES,
     log:
