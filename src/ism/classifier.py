@@ -68,8 +68,8 @@ ARCHITECTURES = {
 
 
 def generic_architecture(side: int) -> Architecture:
-    """Any other image set: the digits design, pooled down to a side of at most 8 (2 pools up to 16×16 images, 3 from
-    32×32) before the global average pool."""
+    """Any other image set: the digits design, with a 2×2 max-pool after its first two stages, and after the third
+    too from 32×32 images, before the global average pool."""
     return Architecture((32, 64, 128), 3, 64, pools=min(3, max(2, math.ceil(math.log2(side / 4)))))
 
 
