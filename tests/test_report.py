@@ -23,7 +23,7 @@ def test_report_table_metrics_and_plot(tmp_path):
     write_json(tmp_path / "floor.json", _metrics(3.3))
     for stray in ("notes.json", "steps4-w.json", "steps4.json.bak"):  # not metrics of a samples file: ignored
         (tmp_path / "sm" / "metrics" / stray).write_text("not json")
-    table = write_report(tmp_path, ["fm", "sm", "ism"], tmp_path / "floor.json", tmp_path / "out")
+    table = write_report(tmp_path, ["fm", "sm", "ism"], tmp_path / "floor.json", tmp_path / "out", models=tmp_path)
     lines = table.strip().splitlines()
     assert lines[0] == "| run | weights | 1 step | 4 steps |"
     assert lines[2:] == [
@@ -33,9 +33,17 @@ def test_report_table_metrics_and_plot(tmp_path):
         "| ism (w=2) | unknown | 45.00 (1 NFE) | – |",
         "| real held-out images (floor) | – | 3.30 | 3.30 |",
     ]
-    stored = json.loads((tmp_path / "out" / "metrics.json").read_text())
-    assert stored["runs"]["sm"]["4"]["fid"] == 20.0 and stored["floor"]["fid"] == 3.3
-    assert stored["runs"]["fm"]["4"]["nfe"] == 8 and stored["runs"]["ism (w=0.5)"]["1"]["weights"] == "infer"
+    # metrics.json (what `dvc exp show` makes columns of): FID by machine key, run or <run>_w<w>, and budget.
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text()) == {
+        "fid": {
+            "fm": {"steps1": 100.0, "steps4": 30.0},
+            "sm": {"steps1": 50.0, "steps4": 20.0},
+            "ism_w0.5": {"steps1": 40.0},
+            "ism_w2": {"steps1": 45.0},
+        },
+        "floor": {"fid": 3.3},
+        "extractor": "ism-classifier-digits-abc",
+    }
     assert (tmp_path / "out" / "fid_vs_steps.png").read_bytes()[:4] == b"\x89PNG"
     assert "ism-classifier-digits-abc" in (tmp_path / "out" / "report.md").read_text()
     # The plot data for `dvc plots show`: one line per sampled (row, budget), nothing for budgets not sampled.
@@ -47,6 +55,25 @@ def test_report_table_metrics_and_plot(tmp_path):
         "4,4,online,sm,20.0000",
         "1,1,infer,ism (w=0.5),40.0000",
         "1,1,unknown,ism (w=2),45.0000",
+    ]
+
+
+def test_training_loss_of_every_run_in_one_table(tmp_path):
+    """results/train_loss.csv (step,run,loss) for `dvc plots show`: one line per run, whatever runs a study has."""
+    for run, losses in {"fm": [1.5, 1.25], "ism-no-sot": [2.0, 1.75]}.items():
+        log = tmp_path / "models" / run / "train_log" / "plots" / "metrics" / "train" / "loss.tsv"
+        log.parent.mkdir(parents=True)
+        log.write_text("step\tloss\n" + "".join(f"{3 * (i + 1)}\t{loss}\n" for i, loss in enumerate(losses)))
+        write_json(tmp_path / "results" / run / "metrics" / "steps1.json", _metrics(10.0, 1))
+    (tmp_path / "results" / "sm" / "metrics").mkdir(parents=True)  # no log (not trained here): no lines
+    write_json(tmp_path / "results" / "sm" / "metrics" / "steps1.json", _metrics(10.0, 1))
+    write_report(tmp_path / "results", ["fm", "sm", "ism-no-sot"], None, tmp_path / "results")
+    assert (tmp_path / "results" / "train_loss.csv").read_text().splitlines() == [
+        "step,run,loss",
+        "3,fm,1.5",
+        "6,fm,1.25",
+        "3,ism-no-sot,2.0",
+        "6,ism-no-sot,1.75",
     ]
 
 

@@ -5,6 +5,9 @@ Inputs follow the file contract ``results/<run>/metrics/<name>.json`` (``<name>`
 intrinsic-guidance runs, ``steps<N>-w<w>``) plus the real-data floor; each run × guidance scale is one row.
 Every cell carries its cost and provenance: NFE (network evaluations per image: N, or 2N where CFG runs two
 passes) and the weights sampled (``online`` or an EMA name), read from the samples' metadata.
+
+Humans read rows by label (``ism (w=0.5)``, report.md and the plots); machines by key (``ism_w0.5``, metrics.json,
+which ``dvc exp show`` turns into columns such as ``results/metrics.json:fid.ism_w0.5.steps1``).
 """
 
 from __future__ import annotations
@@ -15,14 +18,29 @@ from pathlib import Path
 from typing import Any
 
 from ism.atomic import write_bytes, write_json
-from ism.naming import parse_sample_name
+from ism.curves import training_losses
+from ism.naming import parse_sample_name, sample_name
+
+# A row of the report: (run, guidance scale w), w None for a run without intrinsic guidance.
+Row = tuple[str, float | None]
+Rows = dict[Row, dict[int, dict[str, Any]]]
 
 
-def collect(
-    results: str | Path, runs: list[str], only: list[str | Path] | None = None
-) -> dict[str, dict[int, dict[str, Any]]]:
-    """{row label: {steps: metrics}}; a row is a run, or 'run (w=…)' for each guidance scale of an iSM run."""
-    rows: dict[str, dict[int, dict[str, Any]]] = {}
+def row_label(row: Row) -> str:
+    """The row as people read it: ``fm``, or ``ism (w=0.5)`` for each guidance scale of an iSM run."""
+    run, w = row
+    return run if w is None else f"{run} (w={w:g})"
+
+
+def row_key(row: Row) -> str:
+    """The row as a machine key (metrics.json, ``dvc exp show`` columns): ``fm``, or ``ism_w0.5``."""
+    run, w = row
+    return run if w is None else f"{run}_w{w:g}"
+
+
+def collect(results: str | Path, runs: list[str], only: list[str | Path] | None = None) -> Rows:
+    """{(run, w): {steps: metrics}}, in run order then file order; w is None for a run without guidance."""
+    rows: Rows = {}
     wanted = None if only is None else {Path(p).resolve() for p in only}
     for run in runs:
         folder = Path(results) / run / "metrics"
@@ -33,8 +51,7 @@ def collect(
             if name is None or (wanted is not None and path.resolve() not in wanted):
                 continue
             steps, w = name
-            label = run if w is None else f"{run} (w={w:g})"
-            rows.setdefault(label, {})[steps] = _with_provenance(json.loads(path.read_text()), steps)
+            rows.setdefault((run, w), {})[steps] = _with_provenance(json.loads(path.read_text()), steps)
     return rows
 
 
@@ -56,42 +73,72 @@ def _weights(metrics: dict[int, dict[str, Any]]) -> str:
     return ", ".join(sorted({m["weights"] for m in metrics.values()}))
 
 
-def markdown_table(rows: dict[str, dict[int, dict[str, Any]]], floor: dict[str, Any] | None) -> str:
+def markdown_table(rows: Rows, floor: dict[str, Any] | None) -> str:
     budgets = sorted({n for metrics in rows.values() for n in metrics})
     header = "| run | weights | " + " | ".join(f"{n} step{'s' if n > 1 else ''}" for n in budgets) + " |"
     lines = [header, "|---|---|" + "---:|" * len(budgets)]
-    for label, metrics in rows.items():
+    for row, metrics in rows.items():
         cells = [f"{metrics[n]['fid']:.2f} ({metrics[n]['nfe']} NFE)" if n in metrics else "–" for n in budgets]
-        lines.append(f"| {label} | {_weights(metrics)} | " + " | ".join(cells) + " |")
+        lines.append(f"| {row_label(row)} | {_weights(metrics)} | " + " | ".join(cells) + " |")
     if floor is not None:  # the same in every column: it does not depend on steps
         cells = [f"{floor['fid']:.2f}"] * len(budgets)
         lines.append("| real held-out images (floor) | – | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def fid_csv(rows: dict[str, dict[int, dict[str, Any]]]) -> str:
+def fid_csv(rows: Rows) -> str:
     """Long table ``steps,nfe,weights,run,fid``, one line per sampled (row, budget): what ``dvc plots show``
     draws against NFE, one line per run (workflow/plots/fid_by_run.json colours by ``run``), whichever runs a
     study has."""
     lines = ["steps,nfe,weights,run,fid"]
-    for label, metrics in rows.items():  # run and EMA names hold no commas
+    for row, metrics in rows.items():  # run and EMA names hold no commas
+        label = row_label(row)
         lines += [
             f"{n},{metrics[n]['nfe']},{metrics[n]['weights']},{label},{metrics[n]['fid']:.4f}" for n in sorted(metrics)
         ]
     return "\n".join(lines) + "\n"
 
 
-def plot_fid(rows: dict[str, dict[int, dict[str, Any]]], floor: dict[str, Any] | None, path: str | Path) -> Path:
+def metrics_summary(rows: Rows, floor: dict[str, Any] | None) -> dict[str, Any]:
+    """metrics.json: ``fid.<row key>.steps<N>`` per sampled cell, ``floor.fid`` and the feature extractor.
+
+    Flat, scalar and machine-named, so ``dvc exp show`` gives one column per run and budget whatever runs a study
+    has; the cells' NFE and weights are in fid_vs_steps.csv and report.md, everything else in the per-file
+    metrics (results/<run>/metrics/<name>.json)."""
+    extractors = {m["extractor"] for metrics in rows.values() for m in metrics.values()}
+    summary: dict[str, Any] = {
+        "fid": {
+            row_key(row): {sample_name(n): metrics[n]["fid"] for n in sorted(metrics)} for row, metrics in rows.items()
+        }
+    }
+    if floor is not None:
+        summary["floor"] = {"fid": floor["fid"]}
+    summary["extractor"] = ", ".join(sorted(extractors))
+    return summary
+
+
+def train_loss_csv(models: str | Path, runs: list[str]) -> str:
+    """Long table ``step,run,loss`` of each run's training loss (its dvclive log under ``models/<run>``, read by
+    :func:`ism.curves.training_losses`): what ``dvc plots show`` draws as one line per run
+    (workflow/plots/loss_by_run.json), whatever runs a study has. A run without a log has no lines."""
+    lines = ["step,run,loss"]
+    for run, (steps, losses) in training_losses(models, runs).items():  # run names hold no commas
+        lines += [f"{step},{run},{loss}" for step, loss in zip(steps, losses, strict=True)]
+    return "\n".join(lines) + "\n"
+
+
+def plot_fid(rows: Rows, floor: dict[str, Any] | None, path: str | Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for label, metrics in rows.items():  # x = NFE: runs compare at equal compute, CFG's second pass counted
+    for row, metrics in rows.items():  # x = NFE: runs compare at equal compute, CFG's second pass counted
         budgets = sorted(metrics)
         nfe = [metrics[n]["nfe"] for n in budgets]
-        ax.plot(nfe, [metrics[n]["fid"] for n in budgets], marker="o", label=f"{label} [{_weights(metrics)}]")
+        label = f"{row_label(row)} [{_weights(metrics)}]"
+        ax.plot(nfe, [metrics[n]["fid"] for n in budgets], marker="o", label=label)
     if floor is not None:
         ax.axhline(floor["fid"], color="gray", linestyle="--", label="real held-out images")
     ax.set_xscale("log", base=2)
@@ -114,27 +161,23 @@ def write_report(
     floor_path: str | Path | None,
     out_dir: str | Path,
     metrics: list[str | Path] | None = None,
+    models: str | Path | None = None,
 ) -> str:
-    """Write metrics.json, report.md and fid_vs_steps.png into ``out_dir``; return the markdown table.
+    """Write metrics.json, report.md, fid_vs_steps.{png,csv} and train_loss.csv into ``out_dir``; return the
+    markdown table.
 
     ``metrics`` restricts the table to those files (the workflow passes exactly the files of the current config,
-    so a stale file of a budget no longer in the config does not creep in)."""
+    so a stale file of a budget no longer in the config does not creep in). ``models`` holds each run's model
+    folder with its training log (default: ``models`` next to ``results``, the workflow's layout)."""
     rows = collect(results, runs, only=metrics)
     floor = json.loads(Path(floor_path).read_text()) if floor_path else None
     out = Path(out_dir)
-    extractors = {m["extractor"] for metrics in rows.values() for m in metrics.values()}
-    write_json(
-        out / "metrics.json",
-        {
-            "runs": {label: {str(n): m for n, m in metrics.items()} for label, metrics in rows.items()},
-            "floor": floor,
-            "extractors": sorted(extractors),
-        },
-    )
+    summary = metrics_summary(rows, floor)
+    write_json(out / "metrics.json", summary)
     table = markdown_table(rows, floor)
     any_metrics = next(iter(next(iter(rows.values())).values()))
     text = (
-        f"# FID by run and step budget\n\nFeature extractor: `{', '.join(sorted(extractors))}`; "
+        f"# FID by run and step budget\n\nFeature extractor: `{summary['extractor']}`; "
         f"{any_metrics['n']} generated images per cell against {any_metrics['n_reference']} reference images. "
         "Each cell gives its NFE (network evaluations per image: N steps, 2N where CFG runs two passes); "
         "compare runs at equal NFE. *weights*: the copy sampled (`online` or an EMA).\n\n"
@@ -142,5 +185,7 @@ def write_report(
     )
     write_bytes(out / "report.md", text.encode())
     write_bytes(out / "fid_vs_steps.csv", fid_csv(rows).encode())
+    models = Path(results).parent / "models" if models is None else Path(models)
+    write_bytes(out / "train_loss.csv", train_loss_csv(models, runs).encode())
     plot_fid(rows, floor, out / "fid_vs_steps.png")
     return table

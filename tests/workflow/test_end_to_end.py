@@ -1,11 +1,12 @@
-"""The tiny study through the real workflow: snakemake end to end, rerun behaviour, and DVC on top of it."""
+"""The tiny study through the real workflow: snakemake end to end and its rerun behaviour (DVC on top of it:
+test_dvc.py)."""
 
 import json
 
 import numpy as np
 import pytest
 
-from .helpers import job_counts, run, snakemake, tiny_study, workflow_copy, write_study
+from .helpers import job_counts, snakemake, tiny_study, workflow_copy, write_study
 
 pytestmark = pytest.mark.slow
 
@@ -23,10 +24,10 @@ def test_report_table_and_files(finished):
     folder, _ = finished
     report = (folder / "results" / "report.md").read_text()
     assert "| fm |" in report and "| ism (w=0.5) |" in report and "floor" in report
-    metrics = json.loads((folder / "results" / "metrics.json").read_text())
-    assert set(metrics["runs"]) == {"fm", "ism (w=0.5)"}
-    assert set(metrics["runs"]["fm"]) == {"1", "4"}
-    assert all(np.isfinite(m["fid"]) and m["n"] == 40 for row in metrics["runs"].values() for m in row.values())
+    fid = json.loads((folder / "results" / "metrics.json").read_text())["fid"]  # machine keys: run, run_w<w>
+    assert set(fid) == {"fm", "ism_w0.5"} and set(fid["fm"]) == {"steps1", "steps4"}
+    assert all(np.isfinite(value) for row in fid.values() for value in row.values())
+    assert json.loads((folder / "results" / "fm" / "metrics" / "steps4.json").read_text())["n"] == 40
     assert (folder / "results" / "fid_vs_steps.png").stat().st_size > 1000
     assert (folder / "results" / "ism" / "samples" / "steps4-w0.5.png").is_file()
     with np.load(folder / "results" / "fm" / "samples" / "steps1.npz") as f:
@@ -92,47 +93,6 @@ def test_new_budget_samples_only_that_budget(finished):
         assert job_counts(folder) == {"sample": 2, "evaluate": 2, "report": 1, "all": 1}
         snakemake(folder, "--profile", "profiles/local", "--cores", "2")
         metrics = json.loads((folder / "results" / "metrics.json").read_text())
-        assert set(metrics["runs"]["fm"]) == {"1", "2", "4"}
+        assert set(metrics["fid"]["fm"]) == {"steps1", "steps2", "steps4"}
     finally:
         write_study(folder, study)
-
-
-def test_dvc_repro_is_cached_and_an_experiment_adds_a_metric(tmp_path):
-    folder = workflow_copy(tmp_path / "repo", tiny_study())
-    run(folder, "git", "init", "-q")
-    run(folder, "dvc", "init", "-q")
-    run(folder, "dvc", "remote", "add", "-d", "store", str(tmp_path / "store"))
-    run(folder, "git", "add", "-A")
-    run(folder, "git", "commit", "-qm", "tiny study")
-
-    run(folder, "dvc", "repro")
-    baseline = json.loads((folder / "results" / "metrics.json").read_text())
-    # `dvc plots show` draws FID against steps, one line per run of this study (its own set of runs).
-    plots = json.loads(run(folder, "dvc", "plots", "show", "--json").stdout)["data"]
-    points = plots["FID against NFE"][0]["content"]["data"]["values"]
-    assert {p["run"] for p in points} == set(baseline["runs"]) == {"fm", "ism (w=0.5)"}
-    fm_curve = {int(p["steps"]): float(p["fid"]) for p in points if p["run"] == "fm"}
-    assert fm_curve == pytest.approx({int(n): m["fid"] for n, m in baseline["runs"]["fm"].items()}, abs=1e-4)
-    fm_nfe = {int(p["nfe"]) for p in points if p["run"] == "fm"}
-    assert fm_nfe == {int(m["nfe"]) for m in baseline["runs"]["fm"].values()}
-    run(folder, "git", "add", "-A")
-    run(folder, "git", "commit", "-qm", "baseline results")
-    second = run(folder, "dvc", "repro").stdout
-    assert "Data and pipelines are up to date" in second, second
-    run(folder, "dvc", "push")
-    assert any((tmp_path / "store").rglob("*")), "the local remote received the outputs"
-
-    run(folder, "dvc", "exp", "run", "-n", "seed1", "-S", "config/config.yaml:sample.seed=1")
-    table = json.loads(run(folder, "dvc", "exp", "show", "--json").stdout)
-    baseline_entry = next(entry for entry in table if entry.get("experiments"))
-    experiment = baseline_entry["experiments"][0]["revs"][0]
-    assert experiment["name"] == "seed1"
-
-    def metrics_of(entry):
-        return entry["data"]["metrics"]["results/metrics.json"]["data"]["runs"]["fm"]["1"]
-
-    # The baseline's metric is untouched; the experiment's comes from samples drawn with the new seed.
-    assert metrics_of(baseline_entry)["fid"] == baseline["runs"]["fm"]["1"]["fid"]
-    assert metrics_of(baseline_entry)["sample_meta"]["seed"] == 0
-    assert metrics_of(experiment)["sample_meta"]["seed"] == 1
-    assert experiment["data"]["params"]["config/config.yaml"]["data"]["sample"]["seed"] == 1
