@@ -7,12 +7,12 @@ has whatever runs are asked for; a run without a log (not trained through the wo
 
 from __future__ import annotations
 
-import io
 import logging
 from pathlib import Path
 
 from ism.atomic import write_bytes
 from ism.errors import DataError
+from ism.figures import axes, png_bytes
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +48,7 @@ def training_losses(models: str | Path, runs: list[str]) -> dict[str, tuple[list
 
 def plot_training_losses(losses: dict[str, tuple[list[int], list[float]]], path: str | Path) -> Path:
     """A PNG of the loss against the step, one line per run (log-scaled loss when every value is positive)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = axes(figsize=(6, 4))
     for run, (steps, values) in losses.items():
         ax.plot(steps, values, marker="." if len(steps) < 50 else None, label=run)
     if losses and all(v > 0 for _, values in losses.values() for v in values):
@@ -65,11 +60,7 @@ def plot_training_losses(losses: dict[str, tuple[list[int], list[float]]], path:
     ax.set_xlabel("training step")
     ax.set_ylabel("training loss")
     ax.grid(True, which="both", alpha=0.3)
-    buffer = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buffer, format="png", dpi=120)
-    plt.close(fig)
-    return write_bytes(Path(path), buffer.getvalue())
+    return write_bytes(Path(path), png_bytes(fig, dpi=120))
 
 
 def write_curves(models: str | Path, runs: list[str], out: str | Path) -> Path:

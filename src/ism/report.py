@@ -12,13 +12,13 @@ which ``dvc exp show`` turns into columns such as ``results/metrics.json:fid.ism
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 from typing import Any
 
 from ism.atomic import write_bytes, write_json
 from ism.curves import training_losses
+from ism.figures import axes, png_bytes
 from ism.naming import parse_sample_name, sample_name
 
 # A row of the report: (run, guidance scale w), w None for a run without intrinsic guidance.
@@ -128,12 +128,7 @@ def train_loss_csv(models: str | Path, runs: list[str]) -> str:
 
 
 def plot_fid(rows: Rows, floor: dict[str, Any] | None, path: str | Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = axes(figsize=(6, 4))
     for row, metrics in rows.items():  # x = NFE: runs compare at equal compute, CFG's second pass counted
         budgets = sorted(metrics)
         nfe = [metrics[n]["nfe"] for n in budgets]
@@ -147,12 +142,7 @@ def plot_fid(rows: Rows, floor: dict[str, Any] | None, path: str | Path) -> Path
     ax.set_ylabel("FID (lower is better)")
     ax.legend(fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
-    buffer = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buffer, format="png", dpi=120)
-    plt.close(fig)
-    write_bytes(Path(path), buffer.getvalue())
-    return Path(path)
+    return write_bytes(Path(path), png_bytes(fig, dpi=120))
 
 
 def write_report(

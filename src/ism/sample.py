@@ -25,6 +25,7 @@ from ism.checkpoint import MODEL_FORMAT, CheckpointError, safe_load
 from ism.config import ConfigError, RunConfig, SampleConfig, is_power_of_two, run_config_from_json
 from ism.data import model_to_uint8, nchw_to_nhwc_uint8, uint8_to_model
 from ism.data.encode import output_folder_problem
+from ism.figures import axes, png_bytes
 from ism.method.shortcut import guided
 from ism.models import build_network
 from ism.naming import guidance_scales, sample_name, shard_name
@@ -255,17 +256,11 @@ def save_grid(
         picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
         picture.save(buffer, format="PNG")
     else:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(4, 4))
+        fig, ax = axes(figsize=(4, 4))
         points = samples[:, :2].numpy()
         ax.scatter(points[:, 0], points[:, 1], s=1, alpha=0.5)
         ax.set_aspect("equal")
-        fig.savefig(buffer, format="png", dpi=100)
-        plt.close(fig)
+        buffer.write(png_bytes(fig, dpi=100, tight=False))
     write_bytes(path, buffer.getvalue())
     return path
 

@@ -50,6 +50,7 @@ from ism.config import ENCODERS
 from ism.data.datasets import shard_bounds
 from ism.data.images import uint8_to_model
 from ism.errors import EncodeError, one_line
+from ism.naming import shard_label
 
 if TYPE_CHECKING:
     from diffusers import AutoencoderKL
@@ -68,7 +69,7 @@ _ENCODE_FIX = "run `ism encode` for this dataset"
 
 def shard_paths(out_dir: str | Path, shard: int, num_shards: int) -> tuple[Path, Path]:
     """(latents, labels) file paths of shard ``shard`` of ``num_shards`` in ``out_dir``."""
-    stem = f"shard-{shard:05d}-of-{num_shards:05d}"
+    stem = shard_label(shard, num_shards)
     return Path(out_dir) / f"{stem}.npy", Path(out_dir) / f"{stem}.labels.npy"
 
 
