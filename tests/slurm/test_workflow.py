@@ -90,10 +90,10 @@ def test_profile_slurm_runs_the_study_end_to_end(cluster_study):
     sample_jobs = [job for job in jobs if job["name"] == "sample"]
     evaluate_jobs = [job for job in jobs if job["name"] in ("evaluate", "floor")]
     assert sample_jobs and evaluate_jobs, jobs
-    assert all(job["partition"] == "gpu" and "gres/gpu=1" in job["tres"] for job in sample_jobs), sample_jobs
+    assert all(job["partition"] == "gpu" and job["gpus"] == 1 for job in sample_jobs), sample_jobs
     # (array jobs add the plugin's memory fudge for their payload on top of the request)
     assert all(1000 <= job["mem_mb"] < 2000 for job in sample_jobs), sample_jobs
-    assert all(job["partition"] == "debug" and "gpu" not in job["tres"] for job in evaluate_jobs), evaluate_jobs
+    assert all(job["partition"] == "debug" and job["gpus"] == 0 for job in evaluate_jobs), evaluate_jobs
     assert all(2000 <= job["mem_mb"] < 3000 for job in evaluate_jobs), evaluate_jobs
     again = _snakemake_slurm(folder, config_home, "-n")
     assert "Nothing to be done" in again.stdout + again.stderr
@@ -129,10 +129,13 @@ def _finished_jobs(folder: Path) -> list[dict]:
         ).stdout
         fields = dict(item.split("=", 1) for item in record.split() if "=" in item)
         rule = fields.get("Comment", "").removeprefix("rule_").split("_wildcards_")[0]  # the plugin's comment
-        mem = re.search(r"mem=(\d+)M", fields.get("ReqTRES", ""))
+        # Slurm versions name the request ReqTRES or TRES (cpu, mem) and TresPerJob/TresPerNode (gres:gpu:N).
+        tres = ",".join(fields.get(key, "") for key in ("ReqTRES", "TRES", "TresPerJob", "TresPerNode"))
+        mem = re.search(r"mem=(\d+)M", tres)
+        gpus = re.search(r"gres[/:]gpu[:=](\d+)", tres)
         jobs.append(
-            {"name": rule, "partition": fields.get("Partition", ""), "tres": fields.get("ReqTRES", ""),
-             "mem_mb": int(mem.group(1)) if mem else 0}
+            {"name": rule, "partition": fields.get("Partition", ""), "tres": tres,
+             "mem_mb": int(mem.group(1)) if mem else 0, "gpus": int(gpus.group(1)) if gpus else 0}
         )  # fmt: skip
     return jobs
 
