@@ -227,8 +227,15 @@ def _job_state(job_id: str) -> str:
     return subprocess.run(command, capture_output=True, text=True, timeout=30).stdout
 
 
+# Steps of the training runs that SLURM interrupts: at ~125 steps/s on an idle 2-core host they take ~50 s, so a
+# run cannot finish inside one 1-minute slice whose USR2 comes 35 s before its end (or, since slurmctld checks the
+# limits only every few seconds, earlier: with 3,000 steps a first signal before step 1 let the next slice finish
+# the run without a checkpoint to resume from).
+TRAIN_STEPS = 6000
+
+
 def _train_config(tmp_path: Path, **launch):
-    study = tiny_study(train={"steps": 3000, "checkpoint_every": 250, "log_every": 500})
+    study = tiny_study(train={"steps": TRAIN_STEPS, "checkpoint_every": 250, "log_every": 500})
     folder = tmp_path / "cfg"
     folder.mkdir()
     (folder / "config").mkdir()
@@ -278,7 +285,7 @@ def test_time_limit_checkpoints_requeues_and_resumes_bitwise(slurm_cluster, tmp_
     cfg = _train_config(tmp_path, timeout_min=1, signal_delay_s=35, max_num_timeout=20)
     job = TrainingJob(cfg, workdir=tmp_path / "work", output=tmp_path / "model.pt")
     result = launch(job, stream=False)
-    assert result["finished"] and result["step"] == 3000 and result["resumed_from"] > 0
+    assert result["finished"] and result["step"] == TRAIN_STEPS and result["resumed_from"] > 0
     log = _job_log(tmp_path)
     print(log)  # the test's output shows the signal, the checkpoint step, the requeue and the resume step
     assert "Caught signal SIGUSR2" in log and "timed-out" in log
@@ -326,7 +333,7 @@ def test_preemption_by_a_higher_priority_job_checkpoints_requeues_and_resumes_bi
         capture_output=True, text=True, timeout=30, check=True,
     ).stdout.strip()  # fmt: skip
     result = job.result()
-    assert result["finished"] and result["step"] == 3000 and result["resumed_from"] > 0
+    assert result["finished"] and result["step"] == TRAIN_STEPS and result["resumed_from"] > 0
     log = _job_log(tmp_path)
     print(log)  # the signal, the checkpoint step, the requeue and the resume step
     assert "Caught signal SIGUSR2" in log and "this job is preempted" in log, log[-3000:]
