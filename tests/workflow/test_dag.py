@@ -153,3 +153,29 @@ def test_study_file_written_for_jobs_holds_the_validated_config(tmp_path):
     write_study(copy, study)
     job_counts(copy, "-F")
     assert yaml.safe_load((copy / "work" / "config" / "tiny.yaml").read_text())["sample"]["seed"] == 5
+
+
+def _train_workdirs(copy: Path) -> dict[str, str]:
+    """Each run's --workdir in the train jobs' shell commands (`snakemake -n -p`)."""
+    printed = snakemake(copy, "-n", "-p", "-F").stdout
+    return dict(re.findall(r"--run (\S+) .*?--workdir '?(work/[^' ]+)'?", printed))
+
+
+def test_training_workdir_follows_what_is_trained(tmp_path):
+    """A changed training key trains in a new folder (never beside checkpoints the trainer must refuse); more
+    steps keep the folder, so training resumes; a run-level key moves only that run."""
+    study = tiny_study()
+    copy = workflow_copy(tmp_path / "wf", study)
+    before = _train_workdirs(copy)
+    assert set(before) == set(study["pipeline"]["runs"]) and all(
+        re.fullmatch(rf"work/{run}/[0-9a-f]{{16}}", folder) for run, folder in before.items()
+    )
+    study["train"]["steps"] += 5
+    write_study(copy, study)
+    assert _train_workdirs(copy) == before
+    study["runs"].setdefault("ism", {}).setdefault("train", {})["lr"] = 0.0123
+    write_study(copy, study)
+    moved = _train_workdirs(copy)
+    assert moved["ism"] != before["ism"] and {r: f for r, f in moved.items() if r != "ism"} == {
+        r: f for r, f in before.items() if r != "ism"
+    }

@@ -35,7 +35,7 @@ def test_report_table_and_files(finished):
     # Training went through submitit (its log names the job) and left its curves and resumable state outside.
     assert "submitted run 'fm' as local job" in (folder / "logs" / "train" / "fm.log").read_text()
     assert (folder / "models" / "fm" / "train_log" / "metrics.json").is_file()
-    assert list((folder / "work" / "fm" / "ckpt").glob("ckpt-*.pt"))
+    assert list((folder / "work" / "fm").glob("*/ckpt/ckpt-*.pt"))
     # Intermediate shards are gone (temp), the encoded data is one memory-mappable file.
     assert sorted(p.name for p in (folder / "data" / "latents" / "digits").iterdir()) == [
         "labels.npy",

@@ -69,8 +69,15 @@ def digest(payload):
 def training_key(wildcards):
     """What determines the trained weights: changing it retrains, changing anything else does not."""
     cfg = RUN_CONFIGS[wildcards.run]
-    # train.steps counts too: more steps retrain by resuming from the newest checkpoint in work/<run>/ckpt.
+    # train.steps counts too: more steps retrain by resuming from the newest checkpoint of the run's workdir.
     return digest([training_identity(cfg), cfg.train.steps])
+
+
+def training_workdir(wildcards):
+    """work/<run>/<digest of the training identity>: its checkpoints are resumable by exactly this configuration.
+    More steps (a resumable key) keep the folder and resume; any other training change starts a fresh folder
+    instead of meeting checkpoints the trainer must refuse, and switching back finds the old ones again."""
+    return f"work/{wildcards.run}/{digest(training_identity(RUN_CONFIGS[wildcards.run]))}"
 
 
 def sampling_key(wildcards):
