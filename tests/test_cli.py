@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -65,7 +66,7 @@ def test_train_then_sample(tmp_path):
     trained = ism("-q", "train", "--config", str(DEFAULT_CONFIG), "--run", "sm", *sets, cwd=tmp_path)
     assert trained.returncode == 0, trained.stderr
     model = tmp_path / "models" / "sm" / "model.pt"
-    assert model.is_file() and (tmp_path / "work" / "sm" / "ckpt").is_dir()
+    assert model.is_file() and len(list((tmp_path / "work" / "sm").glob("*/ckpt"))) == 1
     sampled = ism("-q", "sample", "--checkpoint", str(model), "--steps", "1", "128", "--num-images", "8", cwd=tmp_path)
     assert sampled.returncode == 0, sampled.stderr
     for n in (1, 128):
@@ -86,3 +87,22 @@ def test_sample_config_needs_a_run_before_the_model_is_read(tmp_path):
     assert result.stderr.strip().splitlines() == [
         "ism: error: --config needs --run: the run whose 'sample' section applies"
     ]
+
+
+def test_train_workdir_per_training_configuration(tmp_path):
+    """The README tour: re-running resumes, more steps resume in the same folder, a changed training key
+    (train.lr) trains from scratch in a new one instead of refusing the old checkpoints."""
+    sets = [a for o in [*TINY_OVERRIDES, "train.checkpoint_every=2"] for a in ("--set", o)]
+
+    def train(*more: str) -> set[Path]:
+        extra = [a for o in more for a in ("--set", o)]
+        done = ism("-q", "train", "--config", str(DEFAULT_CONFIG), "--run", "sm", *sets, *extra, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        return {p.relative_to(tmp_path) for p in (tmp_path / "work" / "sm").glob("*/ckpt/ckpt-*.pt")}
+
+    first = train("train.steps=2")
+    assert len({p.parts[2] for p in first}) == 1
+    longer = train("train.steps=4")
+    assert {p.parts[2] for p in longer} == {p.parts[2] for p in first}, "more steps resume in the same folder"
+    changed = train("train.steps=2", "train.lr=0.002")
+    assert len({p.parts[2] for p in changed}) == 2, "a changed training key trains in a new folder"

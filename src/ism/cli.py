@@ -145,7 +145,7 @@ def _train_common() -> argparse.ArgumentParser:
     common.add_argument("--config", required=True, help="study YAML file (e.g. config/config.yaml)")
     common.add_argument("--run", required=True, help="name of a run under 'runs:' in the config (e.g. sm)")
     _add_overrides(common)
-    common.add_argument("--workdir", type=Path, help="resumable state (default: work/RUN)")
+    common.add_argument("--workdir", type=Path, help="resumable state (default: work/RUN/<training digest>)")
     common.add_argument("--output", type=Path, help="final model file (default: models/RUN/model.pt)")
     common.add_argument("--live-dir", type=Path, help="dvclive folder for training curves (default: none)")
     common.add_argument("--latents", type=Path, help="encoded data from 'ism encode' (default: load the dataset)")
@@ -219,8 +219,10 @@ def _run_config(args: argparse.Namespace):
 
 
 def _train_paths(args: argparse.Namespace, cfg) -> dict:
+    from ism.naming import training_workdir
+
     return {
-        "workdir": args.workdir or Path("work") / cfg.name,
+        "workdir": args.workdir or training_workdir(cfg),
         "output": args.output or Path("models") / cfg.name / "model.pt",
         "live_dir": args.live_dir,
         "latents": args.latents,

@@ -1,4 +1,4 @@
-"""File names shared by the library and the workflow: samples files and shards.
+"""File names shared by the library and the workflow: samples files, shards and training workdirs.
 
 A samples file is named ``steps<N>``, or ``steps<N>-w<w>`` for a run trained with intrinsic guidance: the file
 contract between sampling, evaluation and the report (``results/<run>/samples/<name>.npz``,
@@ -8,8 +8,11 @@ imports nothing heavy, so the Snakefile and the report import it cheaply.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ism.config import RunConfig
@@ -49,3 +52,19 @@ def shard_label(shard: int, num_shards: int) -> str:
 def shard_name(name: str, shard: int, num_shards: int) -> str:
     """Shard i of S of a samples file (``ism sample --shard i --num-shards S``), merged by ``ism merge-samples``."""
     return f"{name}.{shard_label(shard, num_shards)}"
+
+
+def digest(payload: Any) -> str:
+    """A short stable hash of a JSON-able value (16 hex digits of its sorted-keys JSON's SHA-256)."""
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def training_workdir(cfg: RunConfig, root: str | Path = "work") -> Path:
+    """``<root>/<run>/<digest of the training identity>``: the resumable state of exactly this configuration.
+
+    More steps (a resumable key) keep the folder and resume; any other training change gets a fresh folder
+    instead of checkpoints the trainer must refuse, and switching back finds the old ones again. ``ism train``
+    defaults to it and the workflow trains there, so both resume each other's runs."""
+    from ism.config import training_identity
+
+    return Path(root) / cfg.name / digest(training_identity(cfg))

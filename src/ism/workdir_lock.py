@@ -1,7 +1,7 @@
 """One writer per training workdir (DESIGN D10): an OS lock on ``<workdir>/.lock``, held for the trainer's life.
 
 ``flock`` locks belong to the open file: the kernel releases them when the process dies, however it dies, so a
-killed trainer never leaves a stale lock, and a second trainer on the same ``work/<run>/`` (a rerun while an
+killed trainer never leaves a stale lock, and a second trainer on the same ``work/<run>/<digest>/`` (a rerun while an
 orphaned job still runs) stops at once with one line naming the holder instead of interleaving checkpoints.
 On a cluster the workdir must be on a filesystem with working ``flock`` (NFSv4, Lustre with ``-o flock``, GPFS).
 """

@@ -1,6 +1,4 @@
 # Helpers shared by the rules: config validation, the run x budget grid, and the rerun keys.
-import hashlib
-import json
 import shlex
 import sys
 from pathlib import Path
@@ -16,7 +14,7 @@ from ism.config import (
     training_identity,
     validate_study,
 )
-from ism.naming import sample_names, shard_label, shard_name
+from ism.naming import digest, sample_names, shard_label, shard_name, training_workdir
 
 # One line naming the key, before any job starts (the library's check, then the exported JSON Schema).
 try:
@@ -61,11 +59,6 @@ except ConfigError as err:
     raise WorkflowError(f"config error: {err}") from None
 
 
-def digest(payload):
-    """A short stable hash of a JSON-able value (Snakemake reruns a job when its params change)."""
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
-
-
 def training_key(wildcards):
     """What determines the trained weights: changing it retrains, changing anything else does not."""
     cfg = RUN_CONFIGS[wildcards.run]
@@ -73,11 +66,11 @@ def training_key(wildcards):
     return digest([training_identity(cfg), cfg.train.steps])
 
 
-def training_workdir(wildcards):
-    """work/<run>/<digest of the training identity>: its checkpoints are resumable by exactly this configuration.
-    More steps (a resumable key) keep the folder and resume; any other training change starts a fresh folder
-    instead of meeting checkpoints the trainer must refuse, and switching back finds the old ones again."""
-    return f"work/{wildcards.run}/{digest(training_identity(RUN_CONFIGS[wildcards.run]))}"
+def train_workdir(wildcards):
+    """Where the run trains (ism.naming.training_workdir, also `ism train`'s default): one folder per training
+    configuration, so a changed training key never meets checkpoints the trainer must refuse.
+    """
+    return str(training_workdir(RUN_CONFIGS[wildcards.run]))
 
 
 def sampling_key(wildcards):

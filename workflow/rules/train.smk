@@ -24,6 +24,6 @@ rule train:
         study=STUDY_FILE,
         latents=latents_folder,
         training=training_key,
-        workdir=training_workdir,
+        workdir=train_workdir,
     shell:
         "{params.ism_bin} launch --config {params.study:q} --run {wildcards.run} --latents {params.latents:q} --workdir {params.workdir:q} --output {output.model:q} --live-dir models/{wildcards.run}/train_log --watch-pid $PPID > {log:q} 2>&1"
