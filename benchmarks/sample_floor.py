@@ -23,6 +23,7 @@ process a second time with that code first on PYTHONPATH, alternating with this 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import subprocess
@@ -80,7 +81,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1, help="repetitions of the whole study (median taken)")
     parser.add_argument("--budgets", type=int, nargs="*", help="only these budgets (default: each run's)")
     parser.add_argument("--baseline-src", type=Path, help="src folder of the code to compare with")
-    parser.add_argument("--floor-forwards", type=int, default=6, help="bare forwards timed before each process")
+    parser.add_argument("--loop", action="store_true", help="also time the sampling loop alone in this process")
     args = parser.parse_args()
     torch.set_num_threads(1)
     runs = pipeline_runs(validate_study(load_yaml(args.config)))
@@ -105,78 +106,78 @@ def main() -> None:
             per_run[run] = [*base, "--steps", *map(str, budgets), *guidance]
             fixed[run] = [*base, "--steps", "1", "--num-images", "1", "--batch-size", "1"]
 
-        # The floor: a bare forward of one batch per run, at one thread, in inference mode.
+        # The floor of a file: its images x NFE as bare forwards of one batch each (the study's batch size, one
+        # thread, inference mode), timed in this process right before the file's process, so that load drift on a
+        # shared machine hits both alike; per image it is the bare forward's time / batch size.
         trained = {run: load_trained(models[run]) for run in runs}
         sample = {run: load_run(args.config, run).sample for run in runs}
-        floor_ms: dict[str, list[float]] = {run: [] for run in runs}
 
-        def time_floor(run: str) -> None:
-            t = trained[run]
-            s = sample[run]
+        def nfe(run: str, n: int) -> int:
+            applies = sample[run].cfg_scale != 1.0 and guidance_allowed(trained[run].config, n)
+            return n * (2 if applies else 1)
+
+        def time_floor(run: str, n: int) -> float:
+            t, s = trained[run], sample[run]
             g = torch.Generator().manual_seed(1)
             x = torch.randn((s.batch_size, *t.sample_shape), generator=g)
             y = torch.randint(0, t.num_classes, (s.batch_size,), generator=g)
             tt, k = torch.rand(s.batch_size, generator=g), torch.zeros(s.batch_size, dtype=torch.long)
             w = torch.full((s.batch_size,), 0.5) if t.config.method.guidance.intrinsic else None
+            forwards = nfe(run, n) * s.num_images / s.batch_size
             with torch.inference_mode():
                 t.network(x, tt, k, y, w)
-                for _ in range(args.floor_forwards):
-                    start = time.perf_counter()
-                    t.network(x, tt, k, y, w)
-                    floor_ms[run].append((time.perf_counter() - start) * 1e3)
-
-        def nfe(run: str, n: int) -> int:
-            cfg = trained[run].config
-            cfg_scale = sample[run].cfg_scale
-            return n * (2 if cfg_scale != 1.0 and guidance_allowed(cfg, n) else 1)
-
-        # In-process sampling loop (no start-up, no files) of every file, this tree's code.
-        loop_s: dict[tuple, list[float]] = {}
-        seconds: dict[tuple, list[float]] = {}
-        for _ in range(args.rounds):
-            for run, n, w, _command in files:
-                time_floor(run)
-                s = sample[run]
-                t = trained[run]
-                t.config = t.config.model_copy(update={"sample": s})
                 start = time.perf_counter()
-                generate(t, n, num_images=s.num_images, batch_size=s.batch_size, seed=s.seed, guidance=w)
-                loop_s.setdefault((run, n, w), []).append(time.perf_counter() - start)
+                for _ in range(math.ceil(forwards)):
+                    t.network(x, tt, k, y, w)
+            return (time.perf_counter() - start) * forwards / math.ceil(forwards)
+
+        seconds: dict[tuple, list[float]] = {}
+
+        def record(key: tuple, value: float) -> None:
+            seconds.setdefault(key, []).append(value)
+
+        for _ in range(args.rounds):
             for tree, src in trees.items():
                 for run in runs:
-                    time_floor(run)
-                    seconds.setdefault((tree, "fixed", run), []).append(run_process(fixed[run], src))
+                    record((tree, "fixed", run), run_process(fixed[run], src))
             for run, n, w, command in files:
+                record(("floor", run, n, w), time_floor(run, n))
+                if args.loop:  # the sampling loop alone: no start-up, no files
+                    s, t = sample[run], trained[run]
+                    t.config = t.config.model_copy(update={"sample": s})
+                    start = time.perf_counter()
+                    generate(t, n, num_images=s.num_images, batch_size=s.batch_size, seed=s.seed, guidance=w)
+                    record(("loop", run, n, w), time.perf_counter() - start)
                 for tree, src in trees.items():
-                    time_floor(run)
-                    seconds.setdefault((tree, "file", run, n, w), []).append(run_process(command, src))
+                    record((tree, "file", run, n, w), run_process(command, src))
             for run in runs:
+                record(("floor", run), sum(time_floor(run, n) for r, n, _w, _c in files if r == run))
                 for tree, src in trees.items():
-                    time_floor(run)
-                    seconds.setdefault((tree, "run", run), []).append(run_process(per_run[run], src))
+                    record((tree, "run", run), run_process(per_run[run], src))
 
-    per_image = {run: statistics.median(floor_ms[run]) / 1e3 / sample[run].batch_size for run in runs}
-    floor = {(run, n, w): sample[run].num_images * nfe(run, n) * per_image[run] for run, n, w, _ in files}
-    total_floor = sum(floor.values())
     med = {key: statistics.median(values) for key, values in seconds.items()}
-    loop = sum(statistics.median(v) for v in loop_s.values())
-
+    floor = {(run, n, w): med[("floor", run, n, w)] for run, n, w, _ in files}
+    total_floor = sum(floor.values())
+    run_floor = sum(med[("floor", run)] for run in runs)
     print(f"host: {host()}; torch {torch.__version__}; 1 thread per process; rounds {args.rounds}")
     for run in runs:
         s = sample[run]
-        print(
-            f"{run}: bare forward of {s.batch_size} images {per_image[run] * s.batch_size * 1e3:.2f} ms "
-            f"= {per_image[run] * 1e3:.4f} ms/image; {s.num_images} images per file"
+        per_image = sum(floor[f] for f in floor if f[0] == run) / sum(
+            s.num_images * nfe(run, n) for r, n, _w, _c in files if r == run
         )
-    print(f"{len(files)} files, floor Σ images × NFE × forward/image = {total_floor:.1f} s")
-    print(f"sampling loop in this process (generate, no start-up/files): {loop:.1f} s = {loop / total_floor:.3f}")
+        print(f"{run}: bare forward {per_image * 1e3:.4f} ms/image at batch {s.batch_size}; {s.num_images} images/file")
+    print(f"{len(files)} files: floor (images x NFE x forward/image) {total_floor:.1f} s timed before the files,")
+    print(f"          {run_floor:.1f} s timed before the per-run processes")
+    if args.loop:
+        loop = sum(med[("loop", run, n, w)] for run, n, w, _ in files)
+        print(f"sampling loop alone (generate, no start-up or files): {loop:.1f} s = {loop / total_floor:.3f}")
     for tree in trees:
         fixed_s = statistics.mean(med[(tree, "fixed", run)] for run in runs)
         file_s = sum(med[(tree, "file", run, n, w)] for run, n, w, _ in files)
         run_s = sum(med[(tree, "run", run)] for run in runs)
         print(f"[{tree}] one process's fixed cost (1 image, 1 step): {fixed_s:.2f} s")
         print(f"[{tree}] per file: {len(files)} processes {file_s:.1f} s, ratio to floor {file_s / total_floor:.3f}")
-        print(f"[{tree}] per run:  {len(runs)} processes {run_s:.1f} s, ratio to floor {run_s / total_floor:.3f}")
+        print(f"[{tree}] per run:  {len(runs)} processes {run_s:.1f} s, ratio to floor {run_s / run_floor:.3f}")
     print("file                 floor s  " + "  ".join(f"{tree:>8s}" for tree in trees))
     for run, n, w, _ in files:
         name = f"{run} N={n}" + ("" if w is None else f" w={w}")
