@@ -142,6 +142,40 @@ def gemm_ceiling(args: argparse.Namespace) -> None:
         )
     for run in gemms:
         print(f"{run}: the step's GEMMs replayed alone take {ms[f'{run} GEMMs']:.1f} ms")
+    print("where a step's time goes (torch profiler, self CPU time of 4 steps; the profiler adds its own overhead):")
+    families = [*FAMILIES, "other"]
+    print(f"{'run':10s} " + " ".join(f"{f:>9s}" for f in families))
+    for run in gemms:
+        shares = step_breakdown(variants[run], steps[run], 4)
+        steps[run] += 4
+        print(f"{run:10s} " + " ".join(f"{shares[f] * 100:8.1f}%" for f in families))
+
+
+# Operator families of a training step's profile (aten op names; first match wins).
+FAMILIES = {
+    "GEMM": ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"),
+    "attention": ("aten::_scaled_dot_product",),
+    "GELU": ("aten::gelu",),
+    "LayerNorm": ("aten::native_layer_norm",),
+    "copies": ("aten::copy_", "aten::_to_copy", "aten::clone", "aten::cat", "aten::index", "aten::fill_"),
+    "AdamW+EMA": ("aten::lerp_", "aten::mul_", "aten::addcmul_", "aten::addcdiv_", "aten::sqrt", "aten::_fused_adamw"),
+    "elementwise": ("aten::mul", "aten::add", "aten::sub", "aten::div", "aten::silu", "aten::sum", "aten::pow"),
+}
+
+
+def step_breakdown(trainer: Trainer, first_step: int, count: int) -> dict[str, float]:
+    """Shares of the profiled self CPU time of ``count`` steps per operator family."""
+    from torch.profiler import profile
+
+    with profile() as prof:
+        for step in range(first_step, first_step + count):
+            trainer.train_step(step)
+    totals = dict.fromkeys([*FAMILIES, "other"], 0.0)
+    for event in prof.key_averages():
+        family = next((f for f, prefixes in FAMILIES.items() if event.key.startswith(prefixes)), "other")
+        totals[family] += event.self_cpu_time_total
+    whole = sum(totals.values())
+    return {family: value / whole for family, value in totals.items()}
 
 
 def timed(function, seconds: dict[str, float], part: str):
