@@ -15,6 +15,16 @@ over the rounds is reported. Next to each measured ratio run/fm stand two predic
 
 Also printed: the share of ism's step time that sOT costs (ism vs ism-no-sot), the assignment's own time per
 pool, and the model's achieved GFLOP/s against a plain fp32 matmul's.
+
+    python benchmarks/train_step.py --ceiling [--threads 1] [--rounds 5]
+
+instead measures fm, sm and ism against their model-shape GEMM ceiling: every matmul one training step runs
+(aten mm/addmm/bmm of the forward passes, the targets' no-grad forwards and the backward, as recorded by a
+dispatch mode) is replayed as bare calls on operands of the same shapes and strides, at the same thread count and
+interleaved with the steps. ceiling = GEMM FLOPs / replay time; step GFLOP/s = the same FLOPs / step time; their
+ratio (replay time / step time) is the share of the step that the GEMMs it must do would take alone. Each run is
+timed with the default AdamW and with ``train.fused_adamw=true``. (Attention runs as one fused SDPA kernel and
+the patch embedding as a convolution: neither is in the GEMM list, so their time counts as overhead.)
 """
 
 from __future__ import annotations
@@ -25,7 +35,7 @@ import time
 
 import torch
 
-from _common import count_flops, matmul_gflops
+from _common import GemmRecorder, count_flops, interleaved_ms, matmul_gflops
 from ism.config import load_run
 from ism.method.shortcut import self_consistency_levels
 from ism.train import Trainer
@@ -59,13 +69,140 @@ def predicted_by_rows(trainer: Trainer) -> float:
     return (3 * batch + 2 * (num_sc + cfg_rows) + 2 * num_guidance) / (3 * batch)
 
 
+def gemm_ceiling(args: argparse.Namespace) -> None:
+    """fm, sm and ism steps (default and fused AdamW) against the bare GEMMs of their own step."""
+    variants = {
+        f"{run}{label}": Trainer(
+            load_run(args.config, run, ["train.device=cpu", *extra]), workdir="/tmp/ism-bench", progress=False
+        )
+        for run in ("fm", "sm", "ism")
+        for label, extra in (("", []), (" fused", ["train.fused_adamw=true"]))
+    }
+    block = variants["ism"].cfg.method.transport.pool_batches
+    steps = dict.fromkeys(variants, 0)
+    update_s = {name: {"AdamW": 0.0, "EMA": 0.0} for name in variants}
+    for name, trainer in variants.items():  # time the optimizer and the EMA updates inside the steps
+        trainer.optimizer.step = timed(trainer.optimizer.step, update_s[name], "AdamW")
+        for ema in trainer.emas.values():
+            ema.update = timed(ema.update, update_s[name], "EMA")
+
+    def steps_block(name: str):
+        def run_block() -> None:
+            for _ in range(block):
+                variants[name].train_step(steps[name])
+                steps[name] += 1
+            if variants[name].pairing is not None:
+                variants[name].pairing.wait()
+
+        return run_block
+
+    gemms = {}
+    for name in ("fm", "sm", "ism"):
+        steps_block(name)()  # warm-up, and past the first sOT pool
+        recorder = GemmRecorder()
+        with recorder:
+            variants[name].train_step(steps[name])
+        steps[name] += 1
+        gemms[name] = recorder
+
+    def replay_block(name: str):
+        replay = gemms[name].replayer()
+
+        def run_block() -> None:
+            for _ in range(block):
+                replay()
+
+        return run_block
+
+    functions = {name: steps_block(name) for name in variants}
+    functions |= {f"{name} GEMMs": replay_block(name) for name in gemms}
+    counted = dict(steps)
+    update_s = {name: dict.fromkeys(parts, 0.0) for name, parts in update_s.items()}  # from here on
+    for name, trainer in variants.items():
+        trainer.optimizer.step.seconds = update_s[name]
+        for ema in trainer.emas.values():
+            ema.update.seconds = update_s[name]
+    ms = {name: value / block for name, value in interleaved_ms(functions, args.rounds, warmup=1).items()}
+    for trainer in variants.values():
+        if trainer.pairing is not None:
+            trainer.pairing.close()
+
+    print(f"threads {args.threads}; median of {args.rounds} interleaved blocks of {block} steps (or GEMM replays) each")
+    header = ("ms/step", "GEMMs", "GFLOP", "step GFLOP/s", "ceiling", "ratio", "AdamW ms", "EMA ms")
+    print(f"{'run':10s} " + " ".join(f"{h:>{max(6, len(h))}s}" for h in header))
+    for name in variants:
+        run = name.split()[0]
+        flops = gemms[run].flops
+        replay_ms = ms[f"{run} GEMMs"]
+        step_rate, ceiling = flops / (ms[name] * 1e-3) / 1e9, flops / (replay_ms * 1e-3) / 1e9
+        print(
+            f"{name:10s} {ms[name]:7.1f} {len(gemms[run].calls):6d} {flops / 1e9:6.2f} {step_rate:12.1f} "
+            f"{ceiling:7.1f} {step_rate / ceiling:6.3f} "
+            + " ".join(f"{seconds * 1e3 / (steps[name] - counted[name]):8.1f}" for seconds in update_s[name].values())
+        )
+    for run in gemms:
+        print(f"{run}: the step's GEMMs replayed alone take {ms[f'{run} GEMMs']:.1f} ms")
+    print("where a step's time goes (torch profiler, self CPU time of 4 steps; the profiler adds its own overhead):")
+    families = [*FAMILIES, "other"]
+    print(f"{'run':10s} " + " ".join(f"{f:>9s}" for f in families))
+    for run in gemms:
+        shares = step_breakdown(variants[run], steps[run], 4)
+        steps[run] += 4
+        print(f"{run:10s} " + " ".join(f"{shares[f] * 100:8.1f}%" for f in families))
+
+
+# Operator families of a training step's profile (aten op names; first match wins).
+FAMILIES = {
+    "GEMM": ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"),
+    "attention": ("aten::_scaled_dot_product",),
+    "GELU": ("aten::gelu",),
+    "LayerNorm": ("aten::native_layer_norm",),
+    "copies": ("aten::copy_", "aten::_to_copy", "aten::clone", "aten::cat", "aten::index", "aten::fill_"),
+    "AdamW+EMA": ("aten::lerp_", "aten::mul_", "aten::addcmul_", "aten::addcdiv_", "aten::sqrt", "aten::_fused_adamw"),
+    "elementwise": ("aten::mul", "aten::add", "aten::sub", "aten::div", "aten::silu", "aten::sum", "aten::pow"),
+}
+
+
+def step_breakdown(trainer: Trainer, first_step: int, count: int) -> dict[str, float]:
+    """Shares of the profiled self CPU time of ``count`` steps per operator family."""
+    from torch.profiler import profile
+
+    with profile() as prof:
+        for step in range(first_step, first_step + count):
+            trainer.train_step(step)
+    totals = dict.fromkeys([*FAMILIES, "other"], 0.0)
+    for event in prof.key_averages():
+        family = next((f for f, prefixes in FAMILIES.items() if event.key.startswith(prefixes)), "other")
+        totals[family] += event.self_cpu_time_total
+    whole = sum(totals.values())
+    return {family: value / whole for family, value in totals.items()}
+
+
+def timed(function, seconds: dict[str, float], part: str):
+    """``function``, adding its wall time to ``seconds[part]`` (the dict can be swapped via ``.seconds``)."""
+
+    def wrapper(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            wrapper.seconds[part] += time.perf_counter() - start
+
+    wrapper.seconds = seconds
+    return wrapper
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="config/config.yaml")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--ceiling", action="store_true", help="fm/sm/ism against their model-shape GEMM ceiling")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.ceiling:
+        gemm_ceiling(args)
+        return
 
     trainers = {
         label: Trainer(

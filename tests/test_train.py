@@ -43,9 +43,9 @@ def test_digits_smoke_train_checkpoint_resume_and_sample(tmp_path):
     assert meta["cfg_scale"] == 1.5 and meta["nfe"] == 256, "CFG at N = M doubles the NFE"
 
 
-@pytest.mark.parametrize("run", ["sm", "fm"])
-def test_interrupted_and_resumed_run_equals_uninterrupted_bitwise(tmp_path, run):
-    cfg = tiny_run(run, "train.steps=9", "train.checkpoint_every=4")
+@pytest.mark.parametrize(("run", "extra"), [("sm", []), ("fm", []), ("sm", ["train.fused_adamw=true"])])
+def test_interrupted_and_resumed_run_equals_uninterrupted_bitwise(tmp_path, run, extra):
+    cfg = tiny_run(run, "train.steps=9", "train.checkpoint_every=4", *extra)
     train(cfg, workdir=tmp_path / "a", output=tmp_path / "a.pt", progress=False)
     # Stop at 6: the newest checkpoint is step 6 (the slice end); resume runs steps 6..8.
     train(cfg, workdir=tmp_path / "b", output=tmp_path / "b.pt", progress=False, until_step=6)
@@ -112,3 +112,19 @@ def test_target_network_follows_config(tmp_path):
     assert online.target_network() is online.model
     ema = Trainer(tiny_run("sm", "method.target_weights=target"), workdir=tmp_path / "b", progress=False)
     assert ema.target_network() is ema.emas["target"].model
+
+
+def test_fused_adamw_is_a_switch_deterministic_but_not_the_default_numerics(tmp_path):
+    """The fused kernel repeats itself bitwise; it differs from the default kernel, so it is off by default and
+    enters the training identity only when on (the default's work folders keep their digest)."""
+    from ism.config import training_identity
+
+    default = tiny_run("sm", "train.steps=3")
+    fused = tiny_run("sm", "train.steps=3", "train.fused_adamw=true")
+    assert "fused_adamw" not in training_identity(default)["train"]
+    assert training_identity(fused)["train"]["fused_adamw"] is True
+    for name, cfg in (("a", fused), ("b", fused), ("c", default)):
+        train(cfg, workdir=tmp_path / name, output=tmp_path / f"{name}.pt", progress=False)
+    _assert_same_tensors(_weights(tmp_path / "a.pt"), _weights(tmp_path / "b.pt"))
+    online = [_weights(tmp_path / f"{name}.pt")["online"] for name in ("a", "c")]
+    assert any(not torch.equal(online[0][k], online[1][k]) for k in online[0])

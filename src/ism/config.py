@@ -337,6 +337,11 @@ class TrainConfig(_Strict):
     log_every: int = Field(50, ge=1, description="Log metrics every K steps.")
     device: str = Field("auto", description="'auto' (cuda if available), 'cpu', 'cuda' or 'cuda:N'.")
     precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16 autocast for forward passes.")
+    fused_adamw: bool = Field(
+        False,
+        description="torch's fused AdamW kernel: about 3x faster updates on the CPU, deterministic, but not "
+        "bitwise equal to the default (per-tensor AdamW on the CPU).",
+    )
 
     @field_validator("device")
     @classmethod
@@ -809,13 +814,21 @@ def check_extractor_files(study: StudyConfig, study_file: str | Path = "STUDY") 
 
 # Keys that may change between a checkpoint and its resumption without changing what is trained.
 RESUMABLE_TRAIN_KEYS = frozenset({"steps", "checkpoint_every", "keep_checkpoints", "log_every", "device"})
+# Train keys added after training folders were named by their digest: left out of the identity at their default,
+# so a run that does not set them keeps its folder and checkpoints.
+TRAIN_KEYS_OMITTED_AT_DEFAULT = {"fused_adamw": False}
 
 
 def training_identity(cfg: RunConfig) -> dict[str, Any]:
     """The parts of a config that determine the trained weights step by step (a resumed checkpoint must match;
     the workflow retrains when they change). Here, not in ism.train, so the Snakefile need not import torch."""
     dump = cfg.model_dump(mode="json", exclude={"name", "sample", "launch"})
-    dump["train"] = {k: v for k, v in dump["train"].items() if k not in RESUMABLE_TRAIN_KEYS}
+    dump["train"] = {
+        k: v
+        for k, v in dump["train"].items()
+        if k not in RESUMABLE_TRAIN_KEYS
+        and not (k in TRAIN_KEYS_OMITTED_AT_DEFAULT and v == TRAIN_KEYS_OMITTED_AT_DEFAULT[k])
+    }
     return dump
 
 

@@ -134,7 +134,10 @@ class Trainer:
         cfg, t = self.cfg, self.cfg.train
         torch.manual_seed(t.seed)
         self.model = build_network(cfg, self.data.sample_shape, self.data.num_classes).to(self.device)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
+        fused = {"fused": True} if t.fused_adamw else {}  # else torch's default kernel (the reference numerics)
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=t.lr, betas=t.betas, weight_decay=t.weight_decay, **fused
+        )
         self.emas = {name: EMA(self.model, e.decay, e.warmup) for name, e in t.ema.items()}
         self.objective = ShortcutObjective(cfg.method, self.data.num_classes)
         self.network = self.model
