@@ -1,6 +1,7 @@
 # Helpers shared by the rules: config validation, the run x budget grid, and the rerun keys.
 import hashlib
 import json
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ from ism.config import (
     training_identity,
     validate_study,
 )
-from ism.naming import sample_names, shard_label, shard_name
+from ism.naming import parse_sample_name, sample_names, shard_label, shard_name
 
 # One line naming the key, before any job starts (the library's check, then the exported JSON Schema).
 try:
@@ -31,6 +32,8 @@ DATASET = STUDY.data.dataset
 LATENTS = f"data/latents/{DATASET}"
 ENCODE_SHARDS = STUDY.pipeline.encode_shards
 SAMPLE_SHARDS = STUDY.pipeline.sample_shards
+# per_file: one sampling and one evaluation job per samples file; per_run: one of each per run, for all its files.
+GROUPING = STUDY.pipeline.job_grouping
 # Cores, GPUs, memory and time of each step's jobs: the study's (pipeline.resources), not the profile's.
 JOBS = STUDY.pipeline.resources
 # The `ism` of the environment running Snakemake, so rules work without an activated venv.
@@ -76,8 +79,11 @@ def training_key(wildcards):
 def training_workdir(wildcards):
     """work/<run>/<digest of the training identity>: its checkpoints are resumable by exactly this configuration.
     More steps (a resumable key) keep the folder and resume; any other training change starts a fresh folder
-    instead of meeting checkpoints the trainer must refuse, and switching back finds the old ones again."""
-    return f"work/{wildcards.run}/{digest(training_identity(RUN_CONFIGS[wildcards.run]))}"
+    instead of meeting checkpoints the trainer must refuse, and switching back finds the old ones again.
+    """
+    return (
+        f"work/{wildcards.run}/{digest(training_identity(RUN_CONFIGS[wildcards.run]))}"
+    )
 
 
 def sampling_key(wildcards):
@@ -111,6 +117,42 @@ def guidance_option(wildcards):
 def samples_option(wildcards, input):
     """The samples file `ism evaluate` scores (the floor scores held-out real images instead)."""
     return f"--samples {shlex.quote(input.samples)}"
+
+
+def run_files(run, folder, suffix):
+    """Every samples file of a run (budgets x guidance scales) as paths with the {run} wildcard (a per-run job's
+    outputs or inputs; its rule constrains {run} to that run)."""
+    return [
+        f"results/{{run}}/{folder}/{name}.{suffix}"
+        for name in sample_names(RUN_CONFIGS[run])
+    ]
+
+
+def only_run(run):
+    """A per-run rule's constraint: {run} is this run's name, nothing else."""
+    return re.escape(run)
+
+
+def _named_files(output):
+    """(steps, w) of each samples file among a job's outputs."""
+    return [
+        parse_sample_name(Path(path).stem) for path in output if path.endswith(".npz")
+    ]
+
+
+def run_budgets(wildcards, output):
+    """`ism sample --steps` of a per-run job: the budgets its files name (derived from its outputs, so a new
+    budget reruns the job because a file is missing, not because a parameter changed).
+    """
+    return " ".join(str(n) for n in dict.fromkeys(n for n, _ in _named_files(output)))
+
+
+def run_guidance(wildcards, output):
+    """`ism sample --guidance` of a per-run job: the scales its files name; nothing for a run without w."""
+    scales = [
+        w for w in dict.fromkeys(w for _, w in _named_files(output)) if w is not None
+    ]
+    return f"--guidance {' '.join(f'{w:g}' for w in scales)}" if scales else ""
 
 
 def shard_number(wildcards):

@@ -1,11 +1,23 @@
-# Sample every run at every budget (and guidance scale w of intrinsic-guidance runs): one job per samples file, or
-# pipeline.sample_shards jobs per file (a contiguous block of seeded batches each) merged before evaluation.
-# Both run one command: a whole file is shard 0 of 1.
+# Sample every run at every budget (and guidance scale w of intrinsic-guidance runs). pipeline.job_grouping:
+#   per_file  one job per samples file, or pipeline.sample_shards jobs per file (a contiguous block of seeded batches
+#             each) merged before evaluation. Both run one command: a whole file is shard 0 of 1.
+#   per_run   one job per run (rule sample_run_<run>) writes all of its files: one `ism sample --steps 1 2 … 128
+#             [--guidance w …]` process. Batches are seeded per (seed, batch), so each file is the per-file job's.
 
 # The preview grid of each samples file is a result of `snakemake --report`: one subcategory per run, labelled by
 # budget (and guidance scale w). Labels sort as text, so the budget is right-aligned with spaces (which HTML does
 # not show): 1, 2, 4, ..., 128 then sort as numbers.
 BUDGET_WIDTH = len(str(max(max(cfg.sample.budgets) for cfg in RUN_CONFIGS.values())))
+
+
+def sample_labels(name):
+    """A grid's labels in the report: its budget (right-aligned) and guidance scale w."""
+    steps, w = parse_sample_name(name)
+    return {"steps": str(steps).rjust(BUDGET_WIDTH)} | (
+        {"guidance w": f"{w:g}"} if w is not None else {}
+    )
+
+
 SAMPLE_GRID = report(
     f"results/{{run}}/samples/{SAMPLE}.png",
     caption="../report/samples.rst",
@@ -42,7 +54,49 @@ rule sample_shard:
         "{params.ism} sample --checkpoint {input.model:q} --config {params.study:q} --run {wildcards.run} --steps {wildcards.steps} {params.guidance} --shard {params.shard} --num-shards {params.shards} --out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
-if SAMPLE_SHARDS == 1:
+if GROUPING == "per_run":
+    # pipeline.sample_shards is 1 here (the config check refuses shards with per_run).
+    for _run in RUNS:
+
+        rule:
+            name:
+                f"sample_run_{_run}"
+            input:
+                model="models/{run}/model.pt",
+            output:
+                samples=run_files(_run, "samples", "npz"),
+                grids=[
+                    report(
+                        path,
+                        caption="../report/samples.rst",
+                        category="Samples",
+                        subcategory="{run}",
+                        labels=sample_labels(Path(path).stem),
+                    )
+                    for path in run_files(_run, "samples", "png")
+                ],
+            log:
+                "logs/sample/{run}/run.log",
+            wildcard_constraints:
+                run=only_run(_run),
+            conda:
+                "../envs/ism.yaml"
+            threads: JOBS.sample.cpus
+            resources:
+                gpu=JOBS.sample.gpus,
+                mem_mb=JOBS.sample.mem_mb,
+                runtime=JOBS.sample.runtime_min,
+            params:
+                ism=ISM,
+                study=STUDY_FILE,
+                sampling=sampling_key,
+                steps=run_budgets,
+                guidance=run_guidance,
+                out_dir=output_folder,
+            shell:
+                "{params.ism} sample --checkpoint {input.model:q} --config {params.study:q} --run {wildcards.run} --steps {params.steps} {params.guidance} --out-dir {params.out_dir:q} > {log:q} 2>&1"
+
+elif SAMPLE_SHARDS == 1:
 
     use rule sample_shard as sample with:
         output:
