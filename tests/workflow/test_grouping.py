@@ -1,6 +1,7 @@
-"""pipeline.job_grouping: per_run makes one `ism sample` and one `ism evaluate` job per run instead of one per samples
-file. The files are the per-file jobs' files byte for byte, and a change reruns the per-run jobs it touches, never
-training and never another run's jobs."""
+"""pipeline.job_grouping: per_run makes one `ism sample` job per run (per run and guidance scale w for a run with
+intrinsic guidance) and one `ism evaluate` job per run instead of one of each per samples file. The files are the
+per-file jobs' files byte for byte, and a change reruns the per-run jobs it touches, never training and never another
+run's jobs."""
 
 import json
 import re
@@ -12,7 +13,7 @@ from .helpers import job_counts, snakemake, tiny_study, workflow_copy, write_stu
 PER_RUN = {"pipeline": {"job_grouping": "per_run"}}
 
 
-def test_per_run_dag_has_one_sampling_and_one_scoring_job_per_run(tmp_path):
+def test_per_run_dag_has_one_sampling_job_per_run_and_w_and_one_scoring_job_per_run(tmp_path):
     study = tiny_study(**PER_RUN)
     study["runs"]["ism"]["sample"]["guidance"] = [0.5, 1.0]
     copy = workflow_copy(tmp_path / "wf", study)
@@ -24,15 +25,17 @@ def test_per_run_dag_has_one_sampling_and_one_scoring_job_per_run(tmp_path):
         "floor": 1,
         "train": 2,
         "sample_run_fm": 1,
-        "sample_run_ism": 1,
+        "sample_run_ism_w0.5": 1,
+        "sample_run_ism_w1": 1,
         "evaluate_run_fm": 1,
         "evaluate_run_ism": 1,
         "report": 1,
         "all": 1,
     }
     printed = snakemake(copy, "-n", "-F", "-p", "-c1").stdout
-    # ism: budgets 1 and 4, each at w = 0.5 and 1, in one process; its scoring pairs each samples file with its metrics.
-    assert re.search(r"sample .*--run ism --steps 1 4 --guidance 0.5 1 --out-dir results/ism/samples ", printed)
+    # ism: budgets 1 and 4 in one process per w; its scoring (one process) pairs each samples file with its metrics.
+    for w in ("0.5", "1"):
+        assert re.search(rf"sample .*--run ism --steps 1 4 --guidance {w} --out-dir results/ism/samples ", printed)
     assert re.search(r"sample .*--run fm --steps 1 4 +--out-dir results/fm/samples ", printed)
     names = ["steps1-w0.5", "steps1-w1", "steps4-w0.5", "steps4-w1"]
     samples = " ".join(f"results/ism/samples/{n}.npz" for n in names)
@@ -80,7 +83,7 @@ def test_per_run_jobs_write_the_per_file_jobs_bytes(switched):
     folder, _, per_file, counts = switched
     assert counts == {
         "sample_run_fm": 1,
-        "sample_run_ism": 1,
+        "sample_run_ism_w0.5": 1,
         "evaluate_run_fm": 1,
         "evaluate_run_ism": 1,
         "report": 1,
@@ -117,7 +120,7 @@ def test_per_run_new_budget_resamples_each_run_without_retraining(switched):
     counts = _counts_with(switched, lambda s: s["sample"].update(budgets=[1, 2, 4]))
     assert counts == {
         "sample_run_fm": 1,
-        "sample_run_ism": 1,
+        "sample_run_ism_w0.5": 1,
         "evaluate_run_fm": 1,
         "evaluate_run_ism": 1,
         "report": 1,
@@ -127,13 +130,16 @@ def test_per_run_new_budget_resamples_each_run_without_retraining(switched):
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "sample",
-    [{"guidance": [1.0]}, {"guidance": [0.5], "seed": 3}],  # new file names; the same names with other content
-    ids=["guidance", "seed"],
+    ("sample", "jobs"),
+    [
+        ({"guidance": [0.5], "seed": 3}, {"sample_run_ism_w0.5": 1}),  # the same file names, other content
+        ({"guidance": [0.5, 1.0]}, {"sample_run_ism_w1": 1}),  # a new scale: its files only
+    ],
+    ids=["seed", "guidance"],
 )
-def test_per_run_sampling_key_of_one_run_reruns_that_run_only(switched, sample):
+def test_per_run_sampling_key_of_one_run_reruns_that_run_only(switched, sample, jobs):
     counts = _counts_with(switched, lambda s: s["runs"]["ism"]["sample"].update(sample))
-    assert counts == {"sample_run_ism": 1, "evaluate_run_ism": 1, "report": 1, "all": 1}
+    assert counts == {**jobs, "evaluate_run_ism": 1, "report": 1, "all": 1}
 
 
 @pytest.mark.slow

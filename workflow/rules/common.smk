@@ -17,7 +17,14 @@ from ism.config import (
     training_identity,
     validate_study,
 )
-from ism.naming import parse_sample_name, sample_names, shard_label, shard_name
+from ism.naming import (
+    guidance_scales,
+    parse_sample_name,
+    sample_name,
+    sample_names,
+    shard_label,
+    shard_name,
+)
 
 # One line naming the key, before any job starts (the library's check, then the exported JSON Schema).
 try:
@@ -119,12 +126,29 @@ def samples_option(wildcards, input):
     return f"--samples {shlex.quote(input.samples)}"
 
 
-def run_files(run, folder, suffix):
-    """Every samples file of a run (budgets x guidance scales) as paths with the {run} wildcard (a per-run job's
-    outputs or inputs; its rule constrains {run} to that run)."""
+def run_files(run, folder, suffix, scales=None):
+    """The samples files of a run (every budget, at each guidance scale w in ``scales``, default all) as paths with
+    the {run} wildcard: a per-run job's outputs or inputs (its rule constrains {run} to that run).
+    """
+    cfg = RUN_CONFIGS[run]
     return [
-        f"results/{{run}}/{folder}/{name}.{suffix}"
-        for name in sample_names(RUN_CONFIGS[run])
+        f"results/{{run}}/{folder}/{sample_name(steps, w)}.{suffix}"
+        for steps in cfg.sample.budgets
+        for w in guidance_scales(cfg)
+        if scales is None or w in scales
+    ]
+
+
+def sample_jobs(run):
+    """A per-run rule's (name, guidance scales, log) for each sampling job of a run: one job for a run without
+    guidance, one per scale w for an intrinsic-guidance run (its scales cost alike and run side by side).
+    """
+    scales = guidance_scales(RUN_CONFIGS[run])
+    if scales == [None]:
+        return [(f"sample_run_{run}", [None], "logs/sample/{run}/run.log")]
+    return [
+        (f"sample_run_{run}_w{w:g}", [w], f"logs/sample/{{run}}/run-w{w:g}.log")
+        for w in scales
     ]
 
 
@@ -153,6 +177,15 @@ def run_guidance(wildcards, output):
         w for w in dict.fromkeys(w for _, w in _named_files(output)) if w is not None
     ]
     return f"--guidance {' '.join(f'{w:g}' for w in scales)}" if scales else ""
+
+
+def sample_labels(name):
+    """A per-run job's grid labels in the report, as the per-file rule's: budget (right-aligned to BUDGET_WIDTH,
+    sample.smk) and guidance scale w."""
+    steps, w = parse_sample_name(name)
+    return {"steps": str(steps).rjust(BUDGET_WIDTH)} | (
+        {"guidance w": f"{w:g}"} if w is not None else {}
+    )
 
 
 def shard_number(wildcards):

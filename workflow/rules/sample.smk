@@ -1,21 +1,15 @@
 # Sample every run at every budget (and guidance scale w of intrinsic-guidance runs). pipeline.job_grouping:
 #   per_file  one job per samples file, or pipeline.sample_shards jobs per file (a contiguous block of seeded batches
 #             each) merged before evaluation. Both run one command: a whole file is shard 0 of 1.
-#   per_run   one job per run (rule sample_run_<run>) writes all of its files: one `ism sample --steps 1 2 … 128
-#             [--guidance w …]` process. Batches are seeded per (seed, batch), so each file is the per-file job's.
+#   per_run   one job per run (rule sample_run_<run>) writes all of its files: one `ism sample --steps 1 2 … 128`
+#             process; a run with intrinsic guidance has one job per scale w (sample_run_<run>_w<w>, `--guidance w`),
+#             so that its files, twice or more those of a run without w, do not make one job that runs alone at the
+#             end of the study. Batches are seeded per (seed, batch), so each file is the per-file job's.
 
 # The preview grid of each samples file is a result of `snakemake --report`: one subcategory per run, labelled by
 # budget (and guidance scale w). Labels sort as text, so the budget is right-aligned with spaces (which HTML does
 # not show): 1, 2, 4, ..., 128 then sort as numbers.
 BUDGET_WIDTH = len(str(max(max(cfg.sample.budgets) for cfg in RUN_CONFIGS.values())))
-
-
-def sample_labels(name):
-    """A grid's labels in the report: its budget (right-aligned) and guidance scale w."""
-    steps, w = parse_sample_name(name)
-    return {"steps": str(steps).rjust(BUDGET_WIDTH)} | (
-        {"guidance w": f"{w:g}"} if w is not None else {}
-    )
 
 
 SAMPLE_GRID = report(
@@ -56,15 +50,17 @@ rule sample_shard:
 
 if GROUPING == "per_run":
     # pipeline.sample_shards is 1 here (the config check refuses shards with per_run).
-    for _run in RUNS:
+    for _run, (_name, _scales, _log) in (
+        (run, job) for run in RUNS for job in sample_jobs(run)
+    ):
 
         rule:
             name:
-                f"sample_run_{_run}"
+                _name
             input:
                 model="models/{run}/model.pt",
             output:
-                samples=run_files(_run, "samples", "npz"),
+                samples=run_files(_run, "samples", "npz", _scales),
                 grids=[
                     report(
                         path,
@@ -73,10 +69,10 @@ if GROUPING == "per_run":
                         subcategory="{run}",
                         labels=sample_labels(Path(path).stem),
                     )
-                    for path in run_files(_run, "samples", "png")
+                    for path in run_files(_run, "samples", "png", _scales)
                 ],
             log:
-                "logs/sample/{run}/run.log",
+                _log,
             wildcard_constraints:
                 run=only_run(_run),
             conda:
