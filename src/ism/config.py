@@ -607,8 +607,9 @@ class PipelineConfig(_Strict):
     job_grouping: Literal["per_file", "per_run"] = Field(
         "per_file",
         description="Sampling and evaluation jobs: 'per_file', one job per samples file (large files, clusters); "
-        "'per_run', one sampling and one evaluation job per run for all its files (small files, where process "
-        "start-up dominates). The files are the same either way.",
+        "'per_run', one sampling job per run (per run and guidance scale w with intrinsic guidance) and one "
+        "evaluation job per run for all its files (small files, where process start-up dominates). The files are "
+        "the same either way.",
     )
     resources: StepResources = Field(
         default_factory=StepResources,
