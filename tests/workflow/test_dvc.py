@@ -203,7 +203,15 @@ def test_retrain_next_to_old_checkpoints(repo):
     old = sorted(p.relative_to(repo) for p in repo.glob("work/*/*/ckpt/ckpt-*.pt"))
     assert old, "the baseline's checkpoints are in place"
     result = run(
-        repo, "dvc", "exp", "run", "-n", "lr-next-to-checkpoints", "-S", "config/config.yaml:train.lr=0.002", check=False
+        repo,
+        "dvc",
+        "exp",
+        "run",
+        "-n",
+        "lr-next-to-checkpoints",
+        "-S",
+        "config/config.yaml:train.lr=0.002",
+        check=False,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert all((repo / path).is_file() for path in old), "the baseline's checkpoints are kept"
