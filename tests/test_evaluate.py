@@ -123,11 +123,52 @@ def test_cached_reference_gives_the_same_metrics_without_loading_the_data(tmp_pa
         raise AssertionError(f"the {side} split was loaded although the reference is cached")
 
     monkeypatch.setattr(study, "real_images", no_data)
-    cached = study._score(config, held_out, {}, tmp_path / "cached.json", reference, "the floor's images")
+
+    def score(out):
+        scorer = study._Scorer(config, reference)
+        scorer.check(held_out, "the floor's images")
+        return scorer.score(held_out, {}, out)
+
+    cached = score(tmp_path / "cached.json")
     for key in ("fid", "kid", "precision", "recall", "n_reference"):
         assert cached[key] == pytest.approx(uncached[key], rel=1e-9), key
     # … and a reference whose features file is gone is refused in one line naming it, before any compute.
     (reference / "reference.npz").unlink()
     with pytest.raises(FileNotFoundError, match=r"reference\.npz' does not exist: rerun 'ism fid-reference") as err:
-        study._score(config, held_out, {}, tmp_path / "again.json", reference, "the floor's images")
+        score(tmp_path / "again.json")
     assert "\n" not in str(err.value) and not (tmp_path / "again.json").exists()
+
+
+def test_several_samples_files_in_one_call_give_each_file_its_own_metrics_bytes(tmp_path, digits):
+    """`ism evaluate --samples A B --out MA MB` (the workflow's per-run job) writes for each file exactly the bytes a
+    call for that file alone writes; counts that do not pair up are one line."""
+    from ism import study
+
+    _, train, test = digits
+    config = tmp_path / "study.yaml"
+    raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    raw["evaluate"]["reference_images"] = 300
+    config.write_text(yaml.safe_dump(raw))
+    reference = tmp_path / "reference"
+    study.reference(config, reference)
+    samples = []
+    for i, images in enumerate((test[:60], train[:50], test[100:180])):
+        path = tmp_path / f"steps{2**i}.npz"
+        meta = json.dumps({"run": "fm", "steps": 2**i})
+        np.savez(path, arr_0=images.permute(0, 2, 3, 1).numpy(), labels=np.zeros(len(images)), meta=np.array(meta))
+        samples.append(path)
+    together = [tmp_path / f"together-{p.stem}.json" for p in samples]
+    study.evaluate_files(config, samples, together, reference)
+    for path, out in zip(samples, together, strict=True):
+        alone = study.evaluate(config, path, tmp_path / f"alone-{path.stem}.json", reference)
+        assert out.read_bytes() == (tmp_path / f"alone-{path.stem}.json").read_bytes()
+        assert alone["sample_meta"]["steps"] == int(path.stem.removeprefix("steps"))
+    command = ["evaluate", "--config", str(config), "--reference", str(reference), "--samples", *map(str, samples)]
+    result = subprocess.run(
+        [sys.executable, "-m", "ism.cli", *command, "--out", str(tmp_path / "one.json")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2 and "3 --samples files but 1 --out files" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "one.json").exists()

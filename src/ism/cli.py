@@ -560,13 +560,19 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         sub,
         "evaluate",
         _evaluate,
-        help="FID, KID, precision and recall of a samples file (or of real held-out images: the floor)",
+        help="FID, KID, precision and recall of samples files (or of real held-out images: the floor)",
         description="Compare samples with the train split of the run's dataset in the study's feature space "
         "(torch-fidelity), or with the ADM reference statistics of evaluate.reference_statistics (FID only). "
         "--floor scores held-out real test images instead. Samples must match the reference's size and channels.",
     )
     source = evaluate.add_mutually_exclusive_group(required=True)
-    source.add_argument("--samples", type=Path, help="steps<N>.npz written by 'ism sample'")
+    source.add_argument(
+        "--samples",
+        type=Path,
+        nargs="+",
+        metavar="NPZ",
+        help="steps<N>.npz written by 'ism sample'; several files are scored in one process (one --out each)",
+    )
     source.add_argument("--floor", action="store_true", help="score the held-out real images (the floor)")
     evaluate.add_argument("--config", required=True, help="study YAML file")
     evaluate.add_argument(
@@ -574,19 +580,27 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         type=Path,
         help="folder written by 'ism fid-reference' (default: embed now; unused with evaluate.reference_statistics)",
     )
-    evaluate.add_argument("--out", required=True, type=Path, help="metrics JSON to write")
+    evaluate.add_argument(
+        "--out", required=True, type=Path, nargs="+", metavar="JSON", help="metrics JSON to write, one per --samples"
+    )
 
 
 def _evaluate(args: argparse.Namespace) -> None:
     from ism import study
+    from ism.config import ConfigError
 
     if args.floor:
-        metrics = study.floor(args.config, args.out, args.reference)
+        if len(args.out) != 1:
+            raise ConfigError(f"--floor writes one metrics file, not {len(args.out)}: give one --out")
+        written = [study.floor(args.config, args.out[0], args.reference)]
     else:
-        if not args.samples.is_file():
-            raise FileNotFoundError(f"samples file '{args.samples}' does not exist (make it with 'ism sample')")
-        metrics = study.evaluate(args.config, args.samples, args.out, args.reference)
-    print(f"{args.out}: FID {metrics['fid']:.2f} (n={metrics['n']}, {metrics['extractor']})")
+        if len(args.out) != len(args.samples):
+            raise ConfigError(
+                f"{len(args.samples)} --samples files but {len(args.out)} --out files: give one --out per samples file"
+            )
+        written = study.evaluate_files(args.config, args.samples, args.out, args.reference)
+    for out, metrics in zip(args.out, written, strict=True):
+        print(f"{out}: FID {metrics['fid']:.2f} (n={metrics['n']}, {metrics['extractor']})")
 
 
 def _add_report(sub: argparse._SubParsersAction) -> None:

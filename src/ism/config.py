@@ -609,10 +609,27 @@ class PipelineConfig(_Strict):
     runs: list[str] | None = Field(None, description="Runs to train, sample and evaluate (None: every run).")
     encode_shards: int = Field(1, ge=1, description="Encoding jobs (each encodes one contiguous block of images).")
     sample_shards: int = Field(1, ge=1, description="Jobs per (run, budget) sample file, merged before evaluation.")
+    job_grouping: Literal["per_file", "per_run"] = Field(
+        "per_file",
+        description="Sampling and evaluation jobs: 'per_file', one job per samples file (large files, clusters); "
+        "'per_run', one sampling job per run (per run and guidance scale w with intrinsic guidance) and one "
+        "evaluation job per run for all its files (small files, where process start-up dominates). The files are "
+        "the same either way.",
+    )
     resources: StepResources = Field(
         default_factory=StepResources,
         description="Cores, GPUs, memory and time of each step's jobs: part of the study, not of the profile.",
     )
+
+    @model_validator(mode="after")
+    def _shards_need_file_jobs(self) -> PipelineConfig:
+        if self.job_grouping == "per_run" and self.sample_shards > 1:
+            raise ValueError(
+                f"pipeline.job_grouping: 'per_run' samples all files of a run in one job and cannot split a file "
+                f"into pipeline.sample_shards = {self.sample_shards} jobs; use job_grouping 'per_file' with shards, "
+                "or sample_shards 1"
+            )
+        return self
 
 
 class StudyConfig(_RunSections):

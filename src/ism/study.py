@@ -149,8 +149,36 @@ def reference(config: str | Path, out_dir: str | Path) -> Path:
 
 def evaluate(config: str | Path, samples: str | Path, out: str | Path, reference_dir: str | Path | None) -> dict:
     """Metrics of a samples file against the reference (read from ``reference_dir`` when given)."""
-    images, meta = read_samples(samples)
-    return _score(config, images, meta, out, reference_dir, f"samples file '{samples}'")
+    return evaluate_files(config, [samples], [out], reference_dir)[0]
+
+
+def evaluate_files(
+    config: str | Path,
+    samples: list[str | Path],
+    outs: list[str | Path],
+    reference_dir: str | Path | None,
+) -> list[dict]:
+    """Metrics of several samples files, ``outs[i]`` for ``samples[i]``, in one process: the study, the feature
+    extractor and the reference are read (or the reference embedded) once. Each file's metrics are those
+    :func:`evaluate` writes for it alone, byte for byte.
+
+    Every samples file is read and checked against the reference before the first image is embedded; then each
+    is read again and scored in turn (one file's images in memory at a time; a single file is read once)."""
+    if len(samples) != len(outs):
+        raise EvaluateError(f"{len(samples)} samples files but {len(outs)} metrics files: give one --out per --samples")
+    if len({str(Path(out)) for out in outs}) != len(outs):
+        raise EvaluateError(f"metrics files {[str(o) for o in outs]}: each samples file needs its own --out")
+    for path in samples:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"samples file '{path}' does not exist (make it with 'ism sample')")
+    scorer = _Scorer(config, reference_dir)
+    kept = {}  # a single file is read once
+    for path in samples:
+        images, meta = read_samples(path)
+        scorer.check(images, f"samples file '{path}'")
+        if len(samples) == 1:
+            kept[path] = images, meta
+    return [scorer.score(*(kept.get(path) or read_samples(path)), out) for path, out in zip(samples, outs, strict=True)]
 
 
 def floor(config: str | Path, out: str | Path, reference_dir: str | Path | None) -> dict:
@@ -158,63 +186,82 @@ def floor(config: str | Path, out: str | Path, reference_dir: str | Path | None)
     study, raw = load_study(config)
     test = real_images(base_run(raw, study).data, "test")
     held_out = test.first(study.evaluate.floor_images or study.sample.num_images).images
-    return _score(config, held_out, {"run": "real-test-images", "steps": 0}, out, reference_dir, "the floor's images")
+    scorer = _Scorer(config, reference_dir)
+    scorer.check(held_out, "the floor's images")
+    return scorer.score(held_out, {"run": "real-test-images", "steps": 0}, out)
 
 
-def _score(
-    config: str | Path,
-    images: torch.Tensor | FolderImages,
-    meta: dict,
-    out: str | Path,
-    reference_dir: Any,
-    where: str,
-) -> dict:
-    """Every input is read and checked before the first image is embedded; the metrics file is written last."""
-    study, raw = load_study(config)  # also checks the layout of evaluate.reference_statistics
-    extractor = _extractor(study, config)  # weights present and hash-checked
-    e = study.evaluate
-    statistics = reference_features = reference_images = None
-    if e.reference_statistics:
-        statistics = read_statistics(e.reference_statistics)
-        label = f"adm-statistics:{e.reference_statistics}"
-        size = study.data.image_size
-        check_images(images, (3, size, size) if size else None, where, f"'{e.reference_statistics}' (data.image_size)")
-    elif reference_dir is not None:
-        reference_features, info = read_reference(reference_dir, extractor.name)
-        label = "train-split"
-        check_images(images, tuple(info["image_shape"]), where, f"the reference in '{reference_dir}'")
-    else:
-        reference_images = _reference(base_run(raw, study), study)
-        label = "train-split"
-        check_images(images, tuple(reference_images.shape[1:]), where, "the study's train split")
-    _check_fits(study, config, extractor, tuple(images.shape[1:]), where)
-    space = FeatureSpace(extractor, batch_size=e.batch_size)
-    if statistics is not None:
-        mu, sigma = statistics
-        dim = space.dim(tuple(images.shape[1:]))
-        if dim != len(mu):
-            raise EvaluateError(
-                f"evaluate.reference_statistics: '{e.reference_statistics}' holds {len(mu)}-d statistics but "
-                f"extractor '{extractor.name}' gives {dim}-d features (ADM statistics need inception-v3-compat)"
-            )
-        metrics = {
-            "fid": fid_against_statistics(space(images), mu, sigma),
-            "kid": None,  # KID and precision/recall need the reference's features, not its statistics
-            "kid_std": None,
-            "precision": None,
-            "recall": None,
-            "n_reference": None,
+class _Scorer:
+    """What scoring reads once for any number of image sets: the study, its feature extractor (weights present and
+    hash-checked) and the reference (ADM statistics, the stored reference features, or the train split's images,
+    embedded at the first score)."""
+
+    def __init__(self, config: str | Path, reference_dir: Any):
+        study, raw = load_study(config)  # also checks the layout of evaluate.reference_statistics
+        self.config, self.study = config, study
+        self.extractor = _extractor(study, config)
+        e = study.evaluate
+        self.statistics = self.reference_features = self.reference_images = None
+        if e.reference_statistics:
+            self.statistics = read_statistics(e.reference_statistics)
+            self.label = f"adm-statistics:{e.reference_statistics}"
+            size = study.data.image_size
+            self.shape = (3, size, size) if size else None
+            self.against = f"'{e.reference_statistics}' (data.image_size)"
+        elif reference_dir is not None:
+            self.reference_features, info = read_reference(reference_dir, self.extractor.name)
+            self.label = "train-split"
+            self.shape = tuple(info["image_shape"])
+            self.against = f"the reference in '{reference_dir}'"
+        else:
+            self.reference_images = _reference(base_run(raw, study), study)
+            self.label = "train-split"
+            self.shape = tuple(self.reference_images.shape[1:])
+            self.against = "the study's train split"
+        self._space: FeatureSpace | None = None
+
+    def check(self, images: torch.Tensor | FolderImages, where: str) -> None:
+        """Images the reference and the extractor can take, or one EvaluateError naming ``where``."""
+        check_images(images, self.shape, where, self.against)
+        _check_fits(self.study, self.config, self.extractor, tuple(images.shape[1:]), where)
+
+    @property
+    def space(self) -> FeatureSpace:
+        if self._space is None:
+            self._space = FeatureSpace(self.extractor, batch_size=self.study.evaluate.batch_size)
+        return self._space
+
+    def score(self, images: torch.Tensor | FolderImages, meta: dict, out: str | Path) -> dict:
+        """The metrics of checked ``images`` (see :meth:`check`), written to ``out`` last."""
+        e, space = self.study.evaluate, self.space
+        if self.statistics is not None:
+            mu, sigma = self.statistics
+            dim = space.dim(tuple(images.shape[1:]))
+            if dim != len(mu):
+                raise EvaluateError(
+                    f"evaluate.reference_statistics: '{e.reference_statistics}' holds {len(mu)}-d statistics but "
+                    f"extractor '{self.extractor.name}' gives {dim}-d features "
+                    "(ADM statistics need inception-v3-compat)"
+                )
+            metrics = {
+                "fid": fid_against_statistics(space(images), mu, sigma),
+                "kid": None,  # KID and precision/recall need the reference's features, not its statistics
+                "kid_std": None,
+                "precision": None,
+                "recall": None,
+                "n_reference": None,
+            }
+        else:
+            if self.reference_features is None:
+                self.reference_features = space(self.reference_images)
+            reference = self.reference_features
+            metrics = feature_metrics(space(images), reference) | {"n_reference": len(reference)}
+        metrics |= {
+            "n": len(images),
+            "extractor": self.extractor.name,
+            "reference": self.label,
+            "sample_meta": meta,
+            "dataset": self.study.data.dataset,
         }
-    else:
-        if reference_features is None:
-            reference_features = space(reference_images)
-        metrics = feature_metrics(space(images), reference_features) | {"n_reference": len(reference_features)}
-    metrics |= {
-        "n": len(images),
-        "extractor": extractor.name,
-        "reference": label,
-        "sample_meta": meta,
-        "dataset": study.data.dataset,
-    }
-    write_json(out, metrics)
-    return metrics
+        write_json(out, metrics)
+        return metrics

@@ -77,7 +77,7 @@ def job_counts(folder: Path, *args: str) -> dict[str, int]:
     """{rule: jobs} of a dry run (``snakemake -n --quiet rules``); empty when nothing is to be done."""
     result = snakemake(folder, "-n", "-c1", "--quiet", "rules", *args)
     text = result.stdout + result.stderr
-    counts = dict(re.findall(r"^([a-z_]+)\s+(\d+)$", text, re.M))
+    counts = dict(re.findall(r"^([A-Za-z0-9_.-]+)\s+(\d+)$", text, re.M))
     counts.pop("total", None)
     return {rule: int(n) for rule, n in counts.items()}
 

@@ -18,23 +18,34 @@ def flow(tmp_path_factory):
 
 
 def test_default_study_dag(flow):
-    # fm and sm: 8 budgets each; ism: 8 budgets x 2 guidance scales (w = 0.5 and 1).
+    # fm and sm: 8 budgets each, one sampling job; ism: 8 budgets x 2 guidance scales (w = 0.5 and 1), one sampling
+    # job per w; one scoring job per run (pipeline.job_grouping: per_run).
     assert job_counts(flow, "-F") == {
         "encode_shard": 1,
         "encode": 1,
         "fid_reference": 1,
         "floor": 1,
         "train": 3,
-        "sample": 32,
-        "evaluate": 32,
+        "sample_run_fm": 1,
+        "sample_run_sm": 1,
+        "sample_run_ism_w0.5": 1,
+        "sample_run_ism_w1": 1,
+        "evaluate_run_fm": 1,
+        "evaluate_run_sm": 1,
+        "evaluate_run_ism": 1,
         "report": 1,
         "all": 1,
     }
+    # The same study with one job per samples file: 32 sampling and 32 scoring jobs.
+    per_file = job_counts(flow, "-F", "--config", "pipeline={job_grouping: per_file, runs: [fm, sm, ism]}")
+    assert per_file["sample"] == 32 and per_file["evaluate"] == 32 and per_file["train"] == 3
 
 
 def test_mnist_study_dag(flow):
     counts = job_counts(flow, "-F", "--configfile", "config/mnist.yaml")
-    assert counts["train"] == 3 and counts["sample"] == 24 and counts["evaluate"] == 24  # mnist: one w
+    # mnist: ism at one w, so one sampling and one scoring job per run.
+    assert counts["train"] == 3 and counts["sample_run_ism_w0.5"] == 1 and counts["evaluate_run_ism"] == 1
+    assert sum(n for rule, n in counts.items() if rule.startswith(("sample", "evaluate"))) == 6
 
 
 def test_imagenet_study_dag_shards_encoding_and_sampling(flow):

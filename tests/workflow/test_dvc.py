@@ -21,7 +21,8 @@ from .helpers import REPO, job_counts, run, tiny_study, workflow_copy
 
 pytestmark = pytest.mark.slow
 
-STUDY = tiny_study(sample={"budgets": [1]})
+# With the default study's per-run jobs (one `ism sample` and one `ism evaluate` per run, per run and w for ism).
+STUDY = tiny_study(sample={"budgets": [1]}, pipeline={"job_grouping": "per_run"})
 OUTPUTS = ("data/latents", "models", "results")
 # What the report rule writes, whenever any metric changes: the FID table, plot and metrics change with them, the
 # training losses (results/train_loss.*) only when a model does.

@@ -1,4 +1,5 @@
 # Helpers shared by the rules: config validation, the run x budget grid, and the rerun keys.
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -14,7 +15,16 @@ from ism.config import (
     training_identity,
     validate_study,
 )
-from ism.naming import digest, sample_names, shard_label, shard_name, training_workdir
+from ism.naming import (
+    digest,
+    guidance_scales,
+    parse_sample_name,
+    sample_name,
+    sample_names,
+    shard_label,
+    shard_name,
+    training_workdir,
+)
 
 # One line naming the key, before any job starts (the library's check, then the exported JSON Schema).
 try:
@@ -29,6 +39,8 @@ DATASET = STUDY.data.dataset
 LATENTS = f"data/latents/{DATASET}"
 ENCODE_SHARDS = STUDY.pipeline.encode_shards
 SAMPLE_SHARDS = STUDY.pipeline.sample_shards
+# per_file: one sampling and one evaluation job per samples file; per_run: one of each per run, for all its files.
+GROUPING = STUDY.pipeline.job_grouping
 # Cores, GPUs, memory and time of each step's jobs: the study's (pipeline.resources), not the profile's.
 JOBS = STUDY.pipeline.resources
 # The `ism` of the environment running Snakemake, so rules work without an activated venv.
@@ -104,6 +116,68 @@ def guidance_option(wildcards):
 def samples_option(wildcards, input):
     """The samples file `ism evaluate` scores (the floor scores held-out real images instead)."""
     return f"--samples {shlex.quote(input.samples)}"
+
+
+def run_files(run, folder, suffix, scales=None):
+    """The samples files of a run (every budget, at each guidance scale w in ``scales``, default all) as paths with
+    the {run} wildcard: a per-run job's outputs or inputs (its rule constrains {run} to that run).
+    """
+    cfg = RUN_CONFIGS[run]
+    return [
+        f"results/{{run}}/{folder}/{sample_name(steps, w)}.{suffix}"
+        for steps in cfg.sample.budgets
+        for w in guidance_scales(cfg)
+        if scales is None or w in scales
+    ]
+
+
+def sample_jobs(run):
+    """A per-run rule's (name, guidance scales, log) for each sampling job of a run: one job for a run without
+    guidance, one per scale w for an intrinsic-guidance run (its scales cost alike and run side by side).
+    """
+    scales = guidance_scales(RUN_CONFIGS[run])
+    if scales == [None]:
+        return [(f"sample_run_{run}", [None], "logs/sample/{run}/run.log")]
+    return [
+        (f"sample_run_{run}_w{w:g}", [w], f"logs/sample/{{run}}/run-w{w:g}.log")
+        for w in scales
+    ]
+
+
+def only_run(run):
+    """A per-run rule's constraint: {run} is this run's name, nothing else."""
+    return re.escape(run)
+
+
+def _named_files(output):
+    """(steps, w) of each samples file among a job's outputs."""
+    return [
+        parse_sample_name(Path(path).stem) for path in output if path.endswith(".npz")
+    ]
+
+
+def run_budgets(wildcards, output):
+    """`ism sample --steps` of a per-run job: the budgets its files name (derived from its outputs, so a new
+    budget reruns the job because a file is missing, not because a parameter changed).
+    """
+    return " ".join(str(n) for n in dict.fromkeys(n for n, _ in _named_files(output)))
+
+
+def run_guidance(wildcards, output):
+    """`ism sample --guidance` of a per-run job: the scales its files name; nothing for a run without w."""
+    scales = [
+        w for w in dict.fromkeys(w for _, w in _named_files(output)) if w is not None
+    ]
+    return f"--guidance {' '.join(f'{w:g}' for w in scales)}" if scales else ""
+
+
+def sample_labels(name):
+    """A per-run job's grid labels in the report, as the per-file rule's: budget (right-aligned to BUDGET_WIDTH,
+    sample.smk) and guidance scale w."""
+    steps, w = parse_sample_name(name)
+    return {"steps": str(steps).rjust(BUDGET_WIDTH)} | (
+        {"guidance w": f"{w:g}"} if w is not None else {}
+    )
 
 
 def shard_number(wildcards):

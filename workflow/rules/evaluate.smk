@@ -35,47 +35,90 @@ rule fid_reference:
         "{params.ism} fid-reference --config {params.study:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
-rule evaluate:
-    input:
-        samples=f"results/{{run}}/samples/{SAMPLE}.npz",
-        reference=REFERENCE_INPUTS,
-    output:
-        f"results/{{run}}/metrics/{SAMPLE}.json",
-    log:
-        f"logs/evaluate/{{run}}/{SAMPLE}.log",
-    conda:
-        "../envs/ism.yaml"
-    threads: JOBS.evaluate.cpus
-    resources:
-        gpu=JOBS.evaluate.gpus,
-        mem_mb=JOBS.evaluate.mem_mb,
-        runtime=JOBS.evaluate.runtime_min,
-    params:
-        ism=ISM,
-        study=STUDY_FILE,
-        evaluation=evaluation_key,
-        reference=REFERENCE_ARGUMENT,
-        source=samples_option,
-    shell:
-        "{params.ism} evaluate {params.source} --config {params.study:q} {params.reference} --out {output:q} > {log:q} 2>&1"
-
-
-# The floor: held-out real images, scored as a samples file is.
-use rule evaluate as floor with:
+# The real-data floor: held-out real images, scored as a samples file is (the same command as per-file scoring).
+rule floor:
     input:
         reference=REFERENCE_INPUTS,
     output:
         "results/floor.json",
     log:
         "logs/evaluate/floor.log",
+    conda:
+        "../envs/ism.yaml"
     threads: JOBS.reference.cpus
     resources:
         gpu=JOBS.reference.gpus,
         mem_mb=JOBS.reference.mem_mb,
         runtime=JOBS.reference.runtime_min,
     params:
+        ism=ISM,
+        study=STUDY_FILE,
+        evaluation=evaluation_key,
+        reference=REFERENCE_ARGUMENT,
         source="--floor",
         images=STUDY.evaluate.floor_images or STUDY.sample.num_images,
+    shell:
+        "{params.ism} evaluate {params.source} --config {params.study:q} {params.reference} --out {output:q} > {log:q} 2>&1"
+
+
+# Scoring (pipeline.job_grouping): per_file, one job per samples file; per_run, one `ism evaluate` process per run
+# (rule evaluate_run_<run>) that reads the extractor and the reference once and writes each file's metrics, the
+# same bytes as the per-file job's.
+if GROUPING == "per_run":
+    for _run in RUNS:
+
+        rule:
+            name:
+                f"evaluate_run_{_run}"
+            input:
+                samples=run_files(_run, "samples", "npz"),
+                reference=REFERENCE_INPUTS,
+            output:
+                run_files(_run, "metrics", "json"),
+            log:
+                "logs/evaluate/{run}/run.log",
+            wildcard_constraints:
+                run=only_run(_run),
+            conda:
+                "../envs/ism.yaml"
+            threads: JOBS.evaluate.cpus
+            resources:
+                gpu=JOBS.evaluate.gpus,
+                mem_mb=JOBS.evaluate.mem_mb,
+                runtime=JOBS.evaluate.runtime_min,
+            params:
+                ism=ISM,
+                study=STUDY_FILE,
+                evaluation=evaluation_key,
+                reference=REFERENCE_ARGUMENT,
+            shell:
+                "{params.ism} evaluate --samples {input.samples:q} --config {params.study:q} {params.reference} --out {output:q} > {log:q} 2>&1"
+
+else:
+
+    rule evaluate:
+        input:
+            samples=f"results/{{run}}/samples/{SAMPLE}.npz",
+            reference=REFERENCE_INPUTS,
+        output:
+            f"results/{{run}}/metrics/{SAMPLE}.json",
+        log:
+            f"logs/evaluate/{{run}}/{SAMPLE}.log",
+        conda:
+            "../envs/ism.yaml"
+        threads: JOBS.evaluate.cpus
+        resources:
+            gpu=JOBS.evaluate.gpus,
+            mem_mb=JOBS.evaluate.mem_mb,
+            runtime=JOBS.evaluate.runtime_min,
+        params:
+            ism=ISM,
+            study=STUDY_FILE,
+            evaluation=evaluation_key,
+            reference=REFERENCE_ARGUMENT,
+            source=samples_option,
+        shell:
+            "{params.ism} evaluate {params.source} --config {params.study:q} {params.reference} --out {output:q} > {log:q} 2>&1"
 
 
 # What `snakemake --report` shows of the report rule's files (REPORT): category FID, a caption and labels each.

@@ -1,11 +1,17 @@
-# Sample every run at every budget (and guidance scale w of intrinsic-guidance runs): one job per samples file, or
-# pipeline.sample_shards jobs per file (a contiguous block of seeded batches each) merged before evaluation.
-# Both run one command: a whole file is shard 0 of 1.
+# Sample every run at every budget (and guidance scale w of intrinsic-guidance runs). pipeline.job_grouping:
+#   per_file  one job per samples file, or pipeline.sample_shards jobs per file (a contiguous block of seeded batches
+#             each) merged before evaluation. Both run one command: a whole file is shard 0 of 1.
+#   per_run   one job per run (rule sample_run_<run>) writes all of its files: one `ism sample --steps 1 2 … 128`
+#             process; a run with intrinsic guidance has one job per scale w (sample_run_<run>_w<w>, `--guidance w`),
+#             so that its files, twice or more those of a run without w, do not make one job that runs alone at the
+#             end of the study. Batches are seeded per (seed, batch), so each file is the per-file job's.
 
 # The preview grid of each samples file is a result of `snakemake --report`: one subcategory per run, labelled by
 # budget (and guidance scale w). Labels sort as text, so the budget is right-aligned with spaces (which HTML does
 # not show): 1, 2, 4, ..., 128 then sort as numbers.
 BUDGET_WIDTH = len(str(max(max(cfg.sample.budgets) for cfg in RUN_CONFIGS.values())))
+
+
 SAMPLE_GRID = report(
     f"results/{{run}}/samples/{SAMPLE}.png",
     caption="../report/samples.rst",
@@ -42,7 +48,51 @@ rule sample_shard:
         "{params.ism} sample --checkpoint {input.model:q} --config {params.study:q} --run {wildcards.run} --steps {wildcards.steps} {params.guidance} --shard {params.shard} --num-shards {params.shards} --out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
-if SAMPLE_SHARDS == 1:
+if GROUPING == "per_run":
+    # pipeline.sample_shards is 1 here (the config check refuses shards with per_run).
+    for _run, (_name, _scales, _log) in (
+        (run, job) for run in RUNS for job in sample_jobs(run)
+    ):
+
+        rule:
+            name:
+                _name
+            input:
+                model="models/{run}/model.pt",
+            output:
+                samples=run_files(_run, "samples", "npz", _scales),
+                grids=[
+                    report(
+                        path,
+                        caption="../report/samples.rst",
+                        category="Samples",
+                        subcategory="{run}",
+                        labels=sample_labels(Path(path).stem),
+                    )
+                    for path in run_files(_run, "samples", "png", _scales)
+                ],
+            log:
+                _log,
+            wildcard_constraints:
+                run=only_run(_run),
+            conda:
+                "../envs/ism.yaml"
+            threads: JOBS.sample.cpus
+            resources:
+                gpu=JOBS.sample.gpus,
+                mem_mb=JOBS.sample.mem_mb,
+                runtime=JOBS.sample.runtime_min,
+            params:
+                ism=ISM,
+                study=STUDY_FILE,
+                sampling=sampling_key,
+                steps=run_budgets,
+                guidance=run_guidance,
+                out_dir=output_folder,
+            shell:
+                "{params.ism} sample --checkpoint {input.model:q} --config {params.study:q} --run {wildcards.run} --steps {params.steps} {params.guidance} --out-dir {params.out_dir:q} > {log:q} 2>&1"
+
+elif SAMPLE_SHARDS == 1:
 
     use rule sample_shard as sample with:
         output:
