@@ -5,6 +5,7 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -155,6 +156,14 @@ def test_interrupted_launch_cancels_its_local_job(tmp_path):
     assert not [pid for pid in tree if os.path.exists(f"/proc/{pid}") and _alive(pid)]
 
 
+def _fm_workdir() -> Path:
+    """Where `ism launch`/`ism train --run fm` train by default (relative): train.steps and launch.* do not move it."""
+    from ism.config import load_run
+    from ism.naming import training_workdir
+
+    return training_workdir(load_run(REPO / "config" / "config.yaml", "fm"))
+
+
 def _start_launch(tmp_path, *extra: str):
     """`ism launch` of a long local fm run in ``tmp_path``; returns once its training task holds the workdir."""
     import subprocess
@@ -163,7 +172,7 @@ def _start_launch(tmp_path, *extra: str):
     command = [sys.executable, "-m", "ism.cli", "launch", "--config", str(REPO / "config" / "config.yaml")]
     command += ["--run", "fm", "--set", "train.steps=1000000", "--set", "launch.cpus_per_task=1", *extra]
     proc = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lock = tmp_path / "work" / "fm" / ".lock"
+    lock = tmp_path / _fm_workdir() / ".lock"
     deadline = time.monotonic() + 90
     while not (lock.is_file() and lock.read_text().startswith("pid")) and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -186,7 +195,8 @@ def _workdir_freed(workdir, timeout_s: float = 30.0) -> bool:
 
 
 def test_a_second_trainer_on_the_same_workdir_stops_in_one_line(tmp_path):
-    """DESIGN D10: the first trainer holds work/<run>/.lock; a second one (a rerun beside an orphan) stops at once."""
+    """DESIGN D10: the first trainer holds work/<run>/<digest>/.lock; a second one (a rerun beside an orphan) stops
+    at once."""
     import subprocess
     import sys
 
@@ -202,13 +212,13 @@ def test_a_second_trainer_on_the_same_workdir_stops_in_one_line(tmp_path):
         )
         assert second.returncode == 2 and "Traceback" not in second.stderr
         lines = second.stderr.strip().splitlines()
-        assert len(lines) == 1 and "work/fm' is in use by another trainer (pid" in lines[0], second.stderr
+        assert len(lines) == 1 and f"{_fm_workdir()}' is in use by another trainer (pid" in lines[0], second.stderr
         assert not (tmp_path / "models").exists(), "the second trainer wrote nothing"
     finally:
         first.send_signal(signal.SIGTERM)
         first.wait(timeout=30)
         first.stdout.close()
-    assert _workdir_freed(tmp_path / "work" / "fm")
+    assert _workdir_freed(tmp_path / _fm_workdir())
 
 
 def test_a_killed_workflow_leaves_no_training_behind(tmp_path):
@@ -222,7 +232,7 @@ def test_a_killed_workflow_leaves_no_training_behind(tmp_path):
     assert proc.wait(timeout=60) != 0
     assert "the workflow) ended" in proc.stdout.read()
     proc.stdout.close()
-    assert _workdir_freed(tmp_path / "work" / "fm")
+    assert _workdir_freed(tmp_path / _fm_workdir())
     assert not (tmp_path / "work" / "submitit" / "fm" / "%j").exists(), "no literal %j folder is left"
 
 
@@ -232,7 +242,7 @@ def test_a_local_job_ends_when_its_launcher_is_killed(tmp_path):
     proc.kill()
     proc.wait()
     proc.stdout.close()
-    assert _workdir_freed(tmp_path / "work" / "fm", timeout_s=30)
+    assert _workdir_freed(tmp_path / _fm_workdir(), timeout_s=30)
 
 
 def _alive(pid: int) -> bool:
