@@ -176,7 +176,10 @@ def _start_launch(tmp_path, *extra: str):
     deadline = time.monotonic() + 90
     while not (lock.is_file() and lock.read_text().startswith("pid")) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert lock.read_text().startswith("pid"), "the training task took the workdir lock"
+    if not (lock.is_file() and lock.read_text().startswith("pid")):
+        proc.kill()  # never leave a million-step trainer behind a failed test
+        proc.wait()
+        raise AssertionError(f"the training task did not take the workdir lock {lock}:\n{proc.stdout.read()[-2000:]}")
     return proc
 
 
