@@ -139,7 +139,8 @@ def test_report_holds_every_result(reported):
     assert results["results/fm/samples/steps4.png"]["labels"] == {"steps": "4"}
     assert results["results/ism/samples/steps1-w0.5.png"]["labels"] == {"steps": "1", "guidance w": "0.5"}
     caption = " ".join(results["results/ism/samples/steps1-w0.5.png"]["caption"].split())
-    assert "Run <strong>ism</strong> sampled in 1 step at guidance scale w = 0.5" in caption
+    # The test study samples per run: one job writes every budget, so budget and w are the grid's labels.
+    assert "Run <strong>ism</strong> sampled at every budget of the study by one job" in caption
     # The FID plot's caption carries every point as a table; the description names this study, without errors.
     caption = results["results/fid_vs_steps.png"]["caption"]
     assert "<table" in caption and "fm" in caption and "ism (w=0.5)" in caption

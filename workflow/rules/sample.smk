@@ -64,7 +64,7 @@ if GROUPING == "per_run":
                 grids=[
                     report(
                         path,
-                        caption="../report/samples.rst",
+                        caption="../report/samples_per_run.rst",
                         category="Samples",
                         subcategory="{run}",
                         labels=sample_labels(Path(path).stem),
