@@ -78,17 +78,21 @@ def switched(tmp_path_factory):
     return folder, study, per_file, counts
 
 
+# Every run's one sampling and one scoring job (ism at its one w), then the report: the jobs of a full resample.
+EVERY_RUN_RESAMPLED = {
+    "sample_run_fm": 1,
+    "sample_run_ism_w0.5": 1,
+    "evaluate_run_fm": 1,
+    "evaluate_run_ism": 1,
+    "report": 1,
+    "all": 1,
+}
+
+
 @pytest.mark.slow
 def test_per_run_jobs_write_the_per_file_jobs_bytes(switched):
     folder, _, per_file, counts = switched
-    assert counts == {
-        "sample_run_fm": 1,
-        "sample_run_ism_w0.5": 1,
-        "evaluate_run_fm": 1,
-        "evaluate_run_ism": 1,
-        "report": 1,
-        "all": 1,
-    }
+    assert counts == EVERY_RUN_RESAMPLED
     per_run = per_budget_files(folder)
     assert sorted(per_run) == sorted(per_file) and len(per_run) == 2 * 2 * 3  # 2 runs x 2 budgets x (npz, png, json)
     assert [path for path in per_file if per_run[path] != per_file[path]] == []
@@ -118,14 +122,7 @@ def test_per_run_second_run_does_nothing(switched):
 @pytest.mark.slow
 def test_per_run_new_budget_resamples_each_run_without_retraining(switched):
     counts = _counts_with(switched, lambda s: s["sample"].update(budgets=[1, 2, 4]))
-    assert counts == {
-        "sample_run_fm": 1,
-        "sample_run_ism_w0.5": 1,
-        "evaluate_run_fm": 1,
-        "evaluate_run_ism": 1,
-        "report": 1,
-        "all": 1,
-    }
+    assert counts == EVERY_RUN_RESAMPLED
 
 
 @pytest.mark.slow
