@@ -123,6 +123,17 @@ def test_runs_inherit_from_other_runs():
         resolve_run(study, "e")
 
 
+def test_wavelet_levels_must_fit_the_image_before_any_compute():
+    """MNIST's 28x28 halves exactly twice: more levels are refused at load time, naming the key (they failed
+    inside the training job before); the default (null) takes the two that fit."""
+    mnist = REPO / "config" / "mnist.yaml"
+    assert load_run(mnist, "ism").method.wavelet.levels is None
+    with pytest.raises(ConfigError, match=r"'method\.wavelet\.levels': 3 level\(s\) of 'haar' do not fit the 28x28"):
+        load_run(mnist, "ism", ["method.wavelet.levels=3"])
+    with pytest.raises(ConfigError, match=r"at most 3"):
+        load_run(DEFAULT, "ism-wavelet", ["method.wavelet.levels=4"])
+
+
 def test_ism_component_rules():
     with pytest.raises(ConfigError, match=r"'method\.wavelet\.enabled': the wavelet loss needs images"):
         load_run(DEFAULT, "ism-wavelet", ["data.dataset=checkerboard", "model.arch=mlp"])
@@ -153,3 +164,50 @@ def test_job_resources_default_to_a_small_cpu_job_and_the_imagenet_study_asks_fo
     assert (jobs.evaluate.cpus, jobs.evaluate.gpus, jobs.evaluate.mem_mb) == (1, 0, 2000)
     imagenet = validate_study(load_yaml(DEFAULT.with_name("imagenet256.yaml"))).pipeline.resources
     assert all(getattr(imagenet, step).gpus == 1 for step in ("encode", "reference", "sample", "evaluate"))
+
+
+def test_seeds_make_one_run_per_seed_that_differs_only_in_its_training_seed():
+    from ism.config import pipeline_runs, training_identity
+    from ism.naming import training_workdir
+
+    study = _study()
+    study["pipeline"] |= {"runs": ["sm", "ism"], "seeds": [0, 2]}
+    assert pipeline_runs(validate_study(study)) == ["sm-seed0", "sm-seed2", "ism-seed0", "ism-seed2"]
+    ism, seed2 = resolve_run(study, "ism"), resolve_run(study, "ism-seed2")
+    assert (seed2.name, seed2.train.seed) == ("ism-seed2", 2)
+    assert seed2.model_dump(exclude={"name", "train"}) == ism.model_dump(exclude={"name", "train"})
+    assert seed2.train.model_dump(exclude={"seed"}) == ism.train.model_dump(exclude={"seed"})
+    # Seed 0 is the run as the study defines it: same training identity, same folder, its checkpoints reused.
+    assert training_identity(resolve_run(study, "ism-seed0")) == training_identity(ism)
+    assert training_workdir(resolve_run(study, "ism-seed0")) == training_workdir(ism)
+    assert training_workdir(seed2) != training_workdir(ism)
+    # A command-line override still wins over the seed the name gives.
+    assert resolve_run(study, "ism-seed2", ["train.seed=7"]).train.seed == 7
+    with pytest.raises(ConfigError, match="no run named 'nope-seed1'"):
+        resolve_run(study, "nope-seed1")
+
+
+@pytest.mark.parametrize(
+    ("pipeline", "runs", "message"),
+    [
+        ({"seeds": [0, 0]}, {}, r"'pipeline.seeds': \[0, 0\] is not a non-empty list of distinct seeds"),
+        ({"seeds": []}, {}, r"'pipeline.seeds': \[\] is not a non-empty list"),
+        ({"seeds": [-1]}, {}, r"'pipeline.seeds'"),
+        ({"runs": ["sm", "sm-seed1"], "seeds": [1]}, {"sm-seed1": {"inherit": "sm"}}, r"'runs.sm-seed1': with"),
+    ],
+)
+def test_bad_seeds_are_named(pipeline, runs, message):
+    study = _study()
+    study["pipeline"] |= pipeline
+    study["runs"] |= runs
+    with pytest.raises(ConfigError, match=message):
+        validate_study(study)
+
+
+def test_paper_numbers_name_a_run_and_give_one_fid_per_budget():
+    study = _study() | {"paper": {"budgets": [1, 4], "fid": {"ism": [9.62, 3.17]}, "source": "iSM Table 5"}}
+    assert validate_study(study).paper.fid == {"ism": [9.62, 3.17]}
+    with pytest.raises(ConfigError, match=r"'paper.fid.ism': 1 values for 2 budgets"):
+        validate_study(study | {"paper": {"budgets": [1, 4], "fid": {"ism": [9.62]}}})
+    with pytest.raises(ConfigError, match=r"'paper.fid.ism-ig': no run named 'ism-ig'"):
+        validate_study(study | {"paper": {"budgets": [1], "fid": {"ism-ig": [9.62]}}})

@@ -2,7 +2,7 @@
 
 import pytest
 
-from ism.naming import parse_sample_name, sample_name, sample_names, shard_name
+from ism.naming import parse_sample_name, sample_name, sample_names, seeded_run, shard_name, split_seeded_run
 
 from .conftest import tiny_run
 
@@ -37,3 +37,13 @@ def test_a_run_has_one_file_per_budget_and_guidance_scale():
 
 def test_shard_names_number_shards_with_five_digits():
     assert shard_name("steps4-w0.5", 3, 16) == "steps4-w0.5.shard-00003-of-00016"
+
+
+@pytest.mark.parametrize(
+    ("name", "split"),
+    [("ism-seed2", ("ism", 2)), ("ism-no-sot-seed10", ("ism-no-sot", 10)), ("ism", ("ism", None))],
+)
+def test_a_seeded_run_name_reads_back_as_its_run_and_seed(name, split):
+    assert split_seeded_run(name) == split
+    if split[1] is not None:
+        assert seeded_run(*split) == name

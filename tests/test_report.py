@@ -80,3 +80,41 @@ def test_training_loss_of_every_run_in_one_table(tmp_path):
 def test_missing_run_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="run 'sm'"):
         collect(tmp_path, ["sm"])
+
+
+def test_seeded_runs_pool_into_mean_and_spread_next_to_the_paper(tmp_path):
+    """pipeline.seeds: ism-seed0..2 at each w pool into one row of mean ± sample std; each seed keeps its cells."""
+    from ism.config import PaperConfig
+
+    fids = {"fm-seed0": [100.0, 30.0], "fm-seed1": [110.0, 34.0], "fm-seed2": [120.0, 38.0]}
+    for run, (one, four) in fids.items():
+        write_json(tmp_path / run / "metrics" / "steps1.json", _metrics(one, 1))
+        write_json(tmp_path / run / "metrics" / "steps4.json", _metrics(four, 4))
+    for seed, fid in enumerate([40.0, 44.0, 48.0]):
+        write_json(tmp_path / f"ism-seed{seed}" / "metrics" / "steps1-w0.5.json", _metrics(fid, 1, "infer"))
+    runs = [*fids, "ism-seed0", "ism-seed1", "ism-seed2"]
+    paper = PaperConfig(budgets=[1, 4], fid={"ism": [9.62, 3.17]}, source="iSM, ImageNet-256")
+    table = write_report(tmp_path, runs, None, tmp_path / "out", models=tmp_path, paper=paper)
+    assert table.strip().splitlines() == [
+        "| run | seeds | 1 step | 4 steps | paper, 1 step | paper, 4 steps |",
+        "|---|---:|---:|---:|---:|---:|",
+        "| fm | 3 | 110.00 ± 10.00 | 34.00 ± 4.00 | – | – |",
+        "| ism (w=0.5) | 3 | 44.00 ± 4.00 | – | 9.62 | 3.17 |",
+    ]
+    summary = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert summary["fid"] == {"fm": {"steps1": 110.0, "steps4": 34.0}, "ism_w0.5": {"steps1": 44.0}}
+    assert summary["fid_std"] == {"fm": {"steps1": 10.0, "steps4": 4.0}, "ism_w0.5": {"steps1": 4.0}}
+    assert summary["seeds"] == {"fm": 3, "ism_w0.5": 3}
+    assert summary["fid_seed"]["fm-seed2"] == {"steps1": 120.0, "steps4": 38.0}
+    assert summary["fid_seed"]["ism-seed1_w0.5"] == {"steps1": 44.0}
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "## Mean ± standard deviation over training seeds" in text and "Published: iSM, ImageNet-256." in text
+    assert "| fm-seed1 | online | 110.00 (1 NFE) | 34.00 (4 NFE) |" in text  # each seed's own row
+    assert (tmp_path / "out" / "fid_vs_steps.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_one_seed_has_no_spread(tmp_path):
+    write_json(tmp_path / "sm-seed3" / "metrics" / "steps1.json", _metrics(50.0, 1))
+    table = write_report(tmp_path, ["sm-seed3"], None, tmp_path / "out", models=tmp_path)
+    assert table.strip().splitlines()[-1] == "| sm | 1 | 50.00 |"
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["fid_std"] == {"sm": {}}

@@ -617,12 +617,17 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     report.add_argument("--metrics", nargs="+", type=Path, help="only these metrics files (default: all found)")
     report.add_argument("--floor", type=Path, help="metrics JSON of real held-out images ('ism evaluate --floor')")
     report.add_argument("--out-dir", type=Path, default=Path("results"), help="where to write (default: results)")
+    report.add_argument(
+        "--config", help="study YAML whose 'paper' section gives published FIDs to print next to the runs"
+    )
 
 
 def _report(args: argparse.Namespace) -> None:
+    from ism.config import load_yaml, validate_study
     from ism.report import write_report
 
-    print(write_report(args.results, args.runs, args.floor, args.out_dir, metrics=args.metrics), end="")
+    paper = validate_study(load_yaml(args.config)).paper if args.config else None
+    print(write_report(args.results, args.runs, args.floor, args.out_dir, metrics=args.metrics, paper=paper), end="")
 
 
 def _add_curves(sub: argparse._SubParsersAction) -> None:

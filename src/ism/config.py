@@ -21,6 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from ism.errors import ConfigError
+from ism.naming import seeded_run, split_seeded_run
 
 
 class _Strict(BaseModel):
@@ -209,6 +210,17 @@ class GuidanceConfig(_Strict):
         return self
 
 
+def max_wavelet_levels(size: int, filter_length: int) -> int:
+    """The DWT levels a size×size input allows: each level halves it exactly (periodization, stride 2), and the
+    filter must fit the signal (pywt.dwt_max_level). 3 for 8 (Haar), 5 for 32, 2 for 28 (28 → 14 → 7), 0 if odd."""
+    import pywt
+
+    halvings = 0
+    while size % (2 ** (halvings + 1)) == 0:
+        halvings += 1
+    return min(halvings, pywt.dwt_max_level(size, filter_length))
+
+
 class WaveletConfig(_Strict):
     """Multi-level wavelet loss (iSM §B3): mean(e^2) + weight * sum of per-band means of squared DWT(e)."""
 
@@ -220,6 +232,10 @@ class WaveletConfig(_Strict):
     low_weight: float = Field(1.0, ge=0, description="lambda_LL of the coarsest low-pass band.")
     reduction: Literal["mean", "sum"] = Field(
         "mean", description="Per-band mean (default) or sum over coefficients (= the MSE with unit weights)."
+    )
+    distance: Literal["squared", "absolute"] = Field(
+        "squared",
+        description="ASSUMPTION switch: per-band distance of the coefficient errors, squared (L2) or absolute (L1).",
     )
 
     @field_validator("name")
@@ -472,6 +488,17 @@ class RunConfig(_RunSections):
                 f"model.patch_size: {self.model.patch_size} does not tile the {side}x{side} model-space image "
                 f"of dataset '{self.data.dataset}'"
             )
+        wavelet = self.method.wavelet
+        if wavelet.enabled:
+            import pywt
+
+            fits = max_wavelet_levels(side, pywt.Wavelet(wavelet.name).dec_len)
+            if fits < 1 or (wavelet.levels or 0) > fits:
+                raise ValueError(
+                    f"method.wavelet.levels: {wavelet.levels or 'any'} level(s) of '{wavelet.name}' do not fit the "
+                    f"{side}x{side} model-space image of dataset '{self.data.dataset}' (at most {fits}: each level "
+                    "halves the side exactly); lower it, or set it to null for as many as fit"
+                )
 
     @property
     def world_size(self) -> int:
@@ -607,6 +634,11 @@ class PipelineConfig(_Strict):
     """What the Snakemake DAG runs and how it splits work into jobs."""
 
     runs: list[str] | None = Field(None, description="Runs to train, sample and evaluate (None: every run).")
+    seeds: list[int] | None = Field(
+        None,
+        description="Training seeds: each run trains once per seed s, as the run '<run>-seed<s>' (train.seed = s); "
+        "the report gives mean and std over them. None: each run once, with its own train.seed.",
+    )
     encode_shards: int = Field(1, ge=1, description="Encoding jobs (each encodes one contiguous block of images).")
     sample_shards: int = Field(1, ge=1, description="Jobs per (run, budget) sample file, merged before evaluation.")
     job_grouping: Literal["per_file", "per_run"] = Field(
@@ -621,6 +653,13 @@ class PipelineConfig(_Strict):
         description="Cores, GPUs, memory and time of each step's jobs: part of the study, not of the profile.",
     )
 
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and (not v or min(v) < 0 or len(set(v)) < len(v)):
+            raise ValueError(f"{v} is not a non-empty list of distinct seeds >= 0 (e.g. [0, 1, 2]), or null")
+        return v
+
     @model_validator(mode="after")
     def _shards_need_file_jobs(self) -> PipelineConfig:
         if self.job_grouping == "per_run" and self.sample_shards > 1:
@@ -632,12 +671,33 @@ class PipelineConfig(_Strict):
         return self
 
 
+class PaperConfig(_Strict):
+    """Published FIDs printed next to the study's own (e.g. iSM's cumulative ablation), by run name."""
+
+    budgets: list[int] = Field(default_factory=list, description="Step budgets of the published columns.")
+    fid: dict[str, list[float]] = Field(
+        default_factory=dict, description="Run -> published FID at each of paper.budgets (same order)."
+    )
+    source: str = Field("", description="Where the numbers come from (paper, table, dataset, training length).")
+
+    @model_validator(mode="after")
+    def _one_fid_per_budget(self) -> PaperConfig:
+        for run, values in self.fid.items():
+            if len(values) != len(self.budgets):
+                raise ValueError(
+                    f"paper.fid.{run}: {len(values)} values for {len(self.budgets)} budgets "
+                    f"(paper.budgets: {self.budgets}); give one FID per budget"
+                )
+        return self
+
+
 class StudyConfig(_RunSections):
     """A study file: a base run configuration plus named runs that override it."""
 
     study: str = Field("study", pattern=NAME_PATTERN, description="Study name.")
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
+    paper: PaperConfig = Field(default_factory=PaperConfig)
     runs: dict[str, dict[str, Any]] = Field(
         default_factory=lambda: {"fm": {"method": {"name": "fm"}}, "sm": {"method": {"name": "sm"}}},
         description="Named runs: overrides of the base sections above; 'inherit: <run>' starts from another run.",
@@ -739,6 +799,15 @@ def validate_study(raw: dict[str, Any]) -> StudyConfig:
             raise ConfigError(
                 f"config key 'pipeline.runs.{i}': no run named '{run}' (defined: {sorted(study.runs) or 'none'})"
             )
+    for run in study.paper.fid:
+        if run not in study.runs:
+            raise ConfigError(f"config key 'paper.fid.{run}': no run named '{run}' (defined: {sorted(study.runs)})")
+    for run in pipeline_runs(study):
+        if run in study.runs and split_seeded_run(run)[1] is not None:
+            raise ConfigError(
+                f"config key 'runs.{run}': with pipeline.seeds the DAG names the runs it trains per seed "
+                f"'<run>-seed<s>', and '{run}' is already a run of that name; rename it"
+            )
     if study.evaluate.extractor == "classifier" and study.data.dataset not in CLASSIFIER_DATASETS:
         raise ConfigError(
             f"config key 'evaluate.extractor': the classifier extractor needs a labelled image dataset "
@@ -831,27 +900,31 @@ def check_extractor_files(study: StudyConfig, study_file: str | Path = "STUDY") 
 
 # Keys that may change between a checkpoint and its resumption without changing what is trained.
 RESUMABLE_TRAIN_KEYS = frozenset({"steps", "checkpoint_every", "keep_checkpoints", "log_every", "device"})
-# Train keys added after training folders were named by their digest: left out of the identity at their default,
-# so a run that does not set them keeps its folder and checkpoints.
-TRAIN_KEYS_OMITTED_AT_DEFAULT = {"fused_adamw": False}
+# Keys added after training folders were named by their digest: left out of the identity at their default, so
+# a run that does not set them keeps its folder, its checkpoints and its Snakemake training key.
+KEYS_OMITTED_AT_DEFAULT = {("train", "fused_adamw"): False, ("method", "wavelet", "distance"): "squared"}
 
 
 def training_identity(cfg: RunConfig) -> dict[str, Any]:
     """The parts of a config that determine the trained weights step by step (a resumed checkpoint must match;
     the workflow retrains when they change). Here, not in ism.train, so the Snakefile need not import torch."""
     dump = cfg.model_dump(mode="json", exclude={"name", "sample", "launch"})
-    dump["train"] = {
-        k: v
-        for k, v in dump["train"].items()
-        if k not in RESUMABLE_TRAIN_KEYS
-        and not (k in TRAIN_KEYS_OMITTED_AT_DEFAULT and v == TRAIN_KEYS_OMITTED_AT_DEFAULT[k])
-    }
+    dump["train"] = {k: v for k, v in dump["train"].items() if k not in RESUMABLE_TRAIN_KEYS}
+    for *parents, key in KEYS_OMITTED_AT_DEFAULT:
+        section = dump
+        for parent in parents:
+            section = section[parent]
+        if section[key] == KEYS_OMITTED_AT_DEFAULT[(*parents, key)]:
+            del section[key]
     return dump
 
 
 def pipeline_runs(study: StudyConfig) -> list[str]:
-    """The runs the DAG trains, samples and evaluates, in table order."""
-    return list(study.pipeline.runs or study.runs)
+    """The runs the DAG trains, samples and evaluates, in table order: each run once, or with pipeline.seeds
+    once per seed as ``<run>-seed<s>`` (its seeds side by side)."""
+    runs = list(study.pipeline.runs or study.runs)
+    seeds = study.pipeline.seeds
+    return runs if seeds is None else [seeded_run(run, seed) for run in runs for seed in seeds]
 
 
 def _run_overrides(runs: dict[str, Any], run: str, chain: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -880,7 +953,13 @@ def resolve_run(raw_study: dict[str, Any], run: str, overrides: list[str] = ()) 
     """Merge run ``run``'s overrides (then ``key=value`` overrides) onto the base and validate."""
     runs = raw_study.get("runs") or {}
     base = {k: v for k, v in raw_study.items() if k not in _STUDY_ONLY}
-    merged = deep_merge(base, _run_overrides(runs, run))
+    # '<run>-seed<s>' (pipeline.seeds) is run <run> trained with seed s, unless a run of that very name exists.
+    defined, seed = split_seeded_run(run)
+    if run in runs or defined not in runs:
+        defined, seed = run, None
+    merged = deep_merge(base, _run_overrides(runs, defined))
+    if seed is not None:
+        merged = deep_merge(merged, {"train": {"seed": seed}})
     for assignment in overrides:
         merged = deep_merge(merged, parse_override(assignment))
     merged["name"] = run

@@ -1,4 +1,4 @@
-"""File names shared by the library and the workflow: samples files, shards and training workdirs.
+"""Names shared by the library and the workflow: samples files, shards, seeded runs and training workdirs.
 
 A samples file is named ``steps<N>``, or ``steps<N>-w<w>`` for a run trained with intrinsic guidance: the file
 contract between sampling, evaluation and the report (``results/<run>/samples/<name>.npz``,
@@ -54,6 +54,21 @@ def shard_name(name: str, shard: int, num_shards: int) -> str:
     return f"{name}.{shard_label(shard, num_shards)}"
 
 
+# A run trained once per study seed (pipeline.seeds) is named <run>-seed<s>: a run of its own in every path.
+_SEEDED = re.compile(r"(?P<run>.+)-seed(?P<seed>\d+)")
+
+
+def seeded_run(run: str, seed: int) -> str:
+    """``<run>-seed<s>``: run ``run`` trained with train.seed ``seed`` (e.g. ism-seed2)."""
+    return f"{run}-seed{seed}"
+
+
+def split_seeded_run(name: str) -> tuple[str, int | None]:
+    """(run, seed) of a name written by :func:`seeded_run`; (name, None) for any other name."""
+    match = _SEEDED.fullmatch(name)
+    return (name, None) if match is None else (match["run"], int(match["seed"]))
+
+
 def digest(payload: Any) -> str:
     """A short stable hash of a JSON-able value (16 hex digits of its sorted-keys JSON's SHA-256)."""
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
@@ -64,7 +79,9 @@ def training_workdir(cfg: RunConfig, root: str | Path = "work") -> Path:
 
     More steps (a resumable key) keep the folder and resume; any other training change gets a fresh folder
     instead of checkpoints the trainer must refuse, and switching back finds the old ones again. ``ism train``
-    defaults to it and the workflow trains there, so both resume each other's runs."""
+    defaults to it and the workflow trains there, so both resume each other's runs. A seeded run
+    ``<run>-seed<s>`` trains under ``<run>`` (its seed is in the digest), so ``ism-seed0`` finds the checkpoints
+    of ``ism`` trained with seed 0."""
     from ism.config import training_identity
 
-    return Path(root) / cfg.name / digest(training_identity(cfg))
+    return Path(root) / split_seeded_run(cfg.name)[0] / digest(training_identity(cfg))

@@ -40,6 +40,10 @@ def test_perfect_reconstruction_and_parseval_over_all_levels(wavelet):
 def test_default_levels_follow_the_spatial_size():
     assert WaveletTransform("haar").max_levels(32) == 5, "iSM's L = 5 for 32x32 latents"
     assert WaveletTransform("haar").max_levels(8) == 3
+    # MNIST's 28x28: 28 -> 14 -> 7, two exact halvings (pywt.dwt_max_level alone says 4, which cannot be tiled).
+    assert WaveletTransform("haar").max_levels(28) == 2
+    details, low = WaveletTransform("haar")(torch.zeros(1, 1, 28, 28))
+    assert [d.shape[-1] for d in details] == [14, 7] and low.shape[-1] == 7
     with pytest.raises(ValueError, match="levels do not fit"):
         WaveletTransform("haar", levels=4)(torch.zeros(1, 1, 8, 8))
     with pytest.raises(ValueError, match="not orthogonal"):
@@ -81,3 +85,16 @@ def test_gradients_flow_to_the_prediction():
     pred = torch.randn(2, 3, 8, 8, requires_grad=True)
     WaveletLoss(wavelet="db2")(pred, torch.zeros_like(pred)).sum().backward()
     assert pred.grad is not None and pred.grad.abs().sum() > 0
+
+
+def test_absolute_distance_is_the_mean_absolute_coefficient_error_of_each_band():
+    """distance='absolute': L1 per band, against PyWavelets' coefficients of the error (3 levels of 8x8)."""
+    error = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(5))  # the loss computes in fp32
+    loss = WaveletLoss(distance="absolute", include_mse=False)
+    coeffs = pywt.wavedec2(error.numpy(), "haar", mode="periodization", level=3, axes=(-2, -1))
+    expected = np.abs(coeffs[0]).mean(axis=(1, 2, 3))  # the coarsest LL band
+    for bands in coeffs[1:]:
+        expected += sum(np.abs(band).mean(axis=(1, 2, 3)) for band in bands)
+    np.testing.assert_allclose(loss.wavelet_term(error).numpy(), expected, rtol=1e-6)
+    squared = WaveletLoss(include_mse=False)
+    assert not torch.allclose(squared.wavelet_term(error), loss.wavelet_term(error))

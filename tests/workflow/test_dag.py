@@ -48,6 +48,23 @@ def test_mnist_study_dag(flow):
     assert sum(n for rule, n in counts.items() if rule.startswith(("sample", "evaluate"))) == 6
 
 
+def test_ablation_study_trains_every_run_once_per_seed(flow):
+    """config/ablation.yaml: 7 runs x 3 training seeds are 21 runs of their own (train, sampling and scoring jobs),
+    reported together; each seeded run trains with its seed in its own folder."""
+    counts = job_counts(flow, "-F", "--configfile", "config/ablation.yaml")
+    runs = ["fm", "sm", "ig", "ig-interval", "ig-interval-wavelet", "ig-interval-wavelet-sot", "ism"]
+    seeded = [f"{run}-seed{seed}" for run in runs for seed in (0, 1, 2)]
+    assert counts["train"] == 21 and counts["report"] == 1
+    assert {rule for rule in counts if rule.startswith("evaluate_run_")} == {f"evaluate_run_{r}" for r in seeded}
+    # fm and sm sample without guidance: one job; the five intrinsic-guidance runs: one job per w (0.5 and 1).
+    assert sum(n for rule, n in counts.items() if rule.startswith("sample_run_")) == 6 + 15 * 2
+    printed = snakemake(flow, "-n", "-p", "-F", "--configfile", "config/ablation.yaml").stdout
+    trained = dict(re.findall(r"--run (\S+) .*?--workdir '?(work/[^' ]+)'?", printed))
+    assert set(trained) == set(seeded)
+    assert len({trained[f"ism-seed{s}"] for s in (0, 1, 2)}) == 3 and trained["ism-seed1"].startswith("work/ism/")
+    assert re.search(r"ism -q report --runs fm-seed0 fm-seed1 fm-seed2 sm-seed0 .* ism-seed2 --config", printed)
+
+
 def test_imagenet_study_dag_shards_encoding_and_sampling(flow):
     # Its Inception weights are checked before any job: a sparse stand-in of the network's size passes that check.
     weights = flow / "resources" / INCEPTION_FILE

@@ -171,5 +171,8 @@ rule report:
     params:
         ism=ISM,
         runs=RUNS,
+        study=STUDY_FILE,
+        # Published FIDs printed next to the runs: a change rewrites the report, nothing else.
+        paper=digest(STUDY.paper.model_dump(mode="json")),
     shell:
-        "{params.ism} report --runs {params.runs:q} --floor {input.floor:q} --metrics {input.metrics:q} --out-dir results > {log:q} 2>&1 && {params.ism} curves --runs {params.runs:q} --out {output.curves:q} >> {log:q} 2>&1 && cat results/report.md"
+        "{params.ism} report --runs {params.runs:q} --config {params.study:q} --floor {input.floor:q} --metrics {input.metrics:q} --out-dir results > {log:q} 2>&1 && {params.ism} curves --runs {params.runs:q} --out {output.curves:q} >> {log:q} 2>&1 && cat results/report.md"

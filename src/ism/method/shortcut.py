@@ -216,7 +216,9 @@ class ShortcutObjective:
         self.t_interval = g.t_interval if g.interval else 0.0
         w = method.wavelet
         self.wavelet = (
-            WaveletLoss(w.name, w.levels, w.weight, w.level_weights, w.low_weight, w.reduction) if w.enabled else None
+            WaveletLoss(w.name, w.levels, w.weight, w.level_weights, w.low_weight, w.reduction, distance=w.distance)
+            if w.enabled
+            else None
         )
 
     def split_sizes(self, batch_size: int) -> tuple[int, int]:

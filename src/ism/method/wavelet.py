@@ -14,7 +14,8 @@ W(pred) − W(target) = W(e)) is, per sample,
 
 The per-band *mean* gives every band the same weight whatever its size; that is what departs from the MSE.
 With unit weights and *sum* reduction (Σ of squared coefficients over the number of elements) L_wave equals
-the MSE exactly: the Parseval trap, which the tests demonstrate.
+the MSE exactly: the Parseval trap, which the tests demonstrate. ``distance="absolute"`` (ASSUMPTION switch: the
+paper does not give the norm) puts |·| in place of (·)² inside every band term: an L1 distance per band.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from typing import Literal
 import pywt
 import torch
 import torch.nn.functional as F
+
+from ism.config import max_wavelet_levels
 
 
 def _band_kernels(wavelet: str) -> torch.Tensor:
@@ -52,8 +55,8 @@ class WaveletTransform(torch.nn.Module):
         self.register_buffer("kernels", kernels.float(), persistent=False)
 
     def max_levels(self, size: int) -> int:
-        """As many levels as the size allows (pywt.dwt_max_level): 3 for 8×8 and Haar, 5 for 32×32."""
-        return pywt.dwt_max_level(size, self.filter_length)
+        """As many levels as the size allows: 3 for 8×8 and Haar, 5 for 32×32, 2 for 28×28 (28 → 14 → 7)."""
+        return max_wavelet_levels(size, self.filter_length)
 
     def resolve_levels(self, height: int, width: int) -> int:
         levels = self.levels if self.levels is not None else self.max_levels(min(height, width))
@@ -117,6 +120,7 @@ class WaveletLoss(torch.nn.Module):
         low_weight: float = 1.0,
         reduction: Literal["mean", "sum"] = "mean",
         include_mse: bool = True,
+        distance: Literal["squared", "absolute"] = "squared",
     ):
         super().__init__()
         self.transform = WaveletTransform(wavelet, levels)
@@ -125,6 +129,7 @@ class WaveletLoss(torch.nn.Module):
         self.low_weight = low_weight
         self.reduction = reduction
         self.include_mse = include_mse
+        self.distance = distance
 
     def wavelet_term(self, error: torch.Tensor) -> torch.Tensor:
         """L_wave per sample, (B,)."""
@@ -136,13 +141,13 @@ class WaveletLoss(torch.nn.Module):
         numel = error[0].numel()
 
         def reduce(band: torch.Tensor, per_band: bool) -> torch.Tensor:
-            squares = band.pow(2)
+            distances = band.pow(2) if self.distance == "squared" else band.abs()
             if self.reduction == "sum":
-                return squares.flatten(1).sum(1) / numel
+                return distances.flatten(1).sum(1) / numel
             # mean within each band: details hold three bands along dim 2
             if per_band:
-                return squares.transpose(1, 2).flatten(2).mean(2).sum(1)
-            return squares.flatten(1).mean(1)
+                return distances.transpose(1, 2).flatten(2).mean(2).sum(1)
+            return distances.flatten(1).mean(1)
 
         total = self.low_weight * reduce(low, per_band=False)
         for weight, detail in zip(weights, details, strict=True):
