@@ -82,7 +82,7 @@ def job_seconds(folder: Path, since: float = 0.0) -> dict[str, tuple[int, float]
 
 
 def step_of(rule: str) -> str:
-    """sample_run_<run> and merge_samples count as sampling, evaluate_run_<run> as scoring."""
+    """sample_run* (per-run rules) and merge_samples count as sampling, evaluate_run* as scoring."""
     for step in ("sample", "evaluate"):
         if rule == step or rule.startswith(f"{step}_"):
             return step

@@ -19,20 +19,18 @@ def flow(tmp_path_factory):
 
 def test_default_study_dag(flow):
     # fm and sm: 8 budgets each, one sampling job; ism: 8 budgets x 2 guidance scales (w = 0.5 and 1), one sampling
-    # job per w; one scoring job per run (pipeline.job_grouping: per_run).
+    # job per w; one scoring job per run (pipeline.job_grouping: per_run). Rules are per file layout, not per run.
     assert job_counts(flow, "-F") == {
         "encode_shard": 1,
         "encode": 1,
         "fid_reference": 1,
         "floor": 1,
         "train": 3,
-        "sample_run_fm": 1,
-        "sample_run_sm": 1,
-        "sample_run_ism_w0.5": 1,
-        "sample_run_ism_w1": 1,
-        "evaluate_run_fm": 1,
-        "evaluate_run_sm": 1,
-        "evaluate_run_ism": 1,
+        "sample_run": 2,
+        "sample_run_w0.5": 1,
+        "sample_run_w1": 1,
+        "evaluate_run": 2,
+        "evaluate_run_w0.5_1": 1,
         "report": 1,
         "all": 1,
     }
@@ -44,7 +42,7 @@ def test_default_study_dag(flow):
 def test_mnist_study_dag(flow):
     counts = job_counts(flow, "-F", "--configfile", "config/mnist.yaml")
     # mnist: ism at one w, so one sampling and one scoring job per run.
-    assert counts["train"] == 3 and counts["sample_run_ism_w0.5"] == 1 and counts["evaluate_run_ism"] == 1
+    assert counts["train"] == 3 and counts["sample_run_w0.5"] == 1 and counts["evaluate_run_w0.5"] == 1
     assert sum(n for rule, n in counts.items() if rule.startswith(("sample", "evaluate"))) == 6
 
 
@@ -55,9 +53,10 @@ def test_ablation_study_trains_every_run_once_per_seed(flow):
     runs = ["fm", "sm", "ig", "ig-interval", "ig-interval-wavelet", "ig-interval-wavelet-sot", "ism"]
     seeded = [f"{run}-seed{seed}" for run in runs for seed in (0, 1, 2)]
     assert counts["train"] == 21 and counts["report"] == 1
-    assert {rule for rule in counts if rule.startswith("evaluate_run_")} == {f"evaluate_run_{r}" for r in seeded}
-    # fm and sm sample without guidance: one job; the five intrinsic-guidance runs: one job per w (0.5 and 1).
-    assert sum(n for rule, n in counts.items() if rule.startswith("sample_run_")) == 6 + 15 * 2
+    # One scoring job per seeded run; fm and sm sample without guidance: one job each; the five intrinsic-guidance
+    # runs: one job per w (0.5 and 1). Seeds add jobs, not rules.
+    assert counts["evaluate_run"] == 6 and counts["evaluate_run_w0.5_1"] == 15
+    assert counts["sample_run"] == 6 and counts["sample_run_w0.5"] == counts["sample_run_w1"] == 15
     printed = snakemake(flow, "-n", "-p", "-F", "--configfile", "config/ablation.yaml").stdout
     trained = dict(re.findall(r"--run (\S+) .*?--workdir '?(work/[^' ]+)'?", printed))
     assert set(trained) == set(seeded)

@@ -24,11 +24,11 @@ def test_per_run_dag_has_one_sampling_job_per_run_and_w_and_one_scoring_job_per_
         "fid_reference": 1,
         "floor": 1,
         "train": 2,
-        "sample_run_fm": 1,
-        "sample_run_ism_w0.5": 1,
-        "sample_run_ism_w1": 1,
-        "evaluate_run_fm": 1,
-        "evaluate_run_ism": 1,
+        "sample_run": 1,
+        "sample_run_w0.5": 1,
+        "sample_run_w1": 1,
+        "evaluate_run": 1,
+        "evaluate_run_w0.5_1": 1,
         "report": 1,
         "all": 1,
     }
@@ -41,6 +41,29 @@ def test_per_run_dag_has_one_sampling_job_per_run_and_w_and_one_scoring_job_per_
     samples = " ".join(f"results/ism/samples/{n}.npz" for n in names)
     metrics = " ".join(f"results/ism/metrics/{n}.json" for n in names)
     assert re.search(rf"evaluate --samples {samples} .* --out {metrics} ", printed)
+
+
+def test_per_run_rules_are_named_by_file_layout_not_by_run(tmp_path):
+    """Runs with the same files share a rule (one job each); a run sampling other budgets gets its own rule, whose
+    name says which."""
+    study = tiny_study(**PER_RUN)
+    study["runs"]["fm-coarse"] = {"inherit": "fm", "sample": {"budgets": [2]}}
+    study["runs"]["ism-again"] = {"inherit": "ism", "train": {"lr": 0.002}}
+    study["pipeline"]["runs"] = ["fm", "ism", "fm-coarse", "ism-again"]
+    copy = workflow_copy(tmp_path / "wf", study)
+    counts = job_counts(copy, "-F")
+    assert {rule: n for rule, n in counts.items() if rule.startswith(("sample", "evaluate"))} == {
+        "sample_run_steps1-4": 1,
+        "sample_run_steps2": 1,
+        "sample_run_w0.5": 2,
+        "evaluate_run_steps1-4": 1,
+        "evaluate_run_steps2": 1,
+        "evaluate_run_w0.5": 2,
+    }
+    printed = snakemake(copy, "-n", "-F", "-p", "-c1").stdout
+    assert re.search(r"sample .*--run fm-coarse --steps 2 +--out-dir results/fm-coarse/samples ", printed)
+    again = r"sample .*--run ism-again --steps 1 4 --guidance 0.5 --out-dir results/ism-again/samples "
+    assert re.search(again, printed)
 
 
 def test_per_run_with_sample_shards_stops_naming_both_keys(tmp_path):
@@ -80,10 +103,10 @@ def switched(tmp_path_factory):
 
 # Every run's one sampling and one scoring job (ism at its one w), then the report: the jobs of a full resample.
 EVERY_RUN_RESAMPLED = {
-    "sample_run_fm": 1,
-    "sample_run_ism_w0.5": 1,
-    "evaluate_run_fm": 1,
-    "evaluate_run_ism": 1,
+    "sample_run": 1,
+    "sample_run_w0.5": 1,
+    "evaluate_run": 1,
+    "evaluate_run_w0.5": 1,
     "report": 1,
     "all": 1,
 }
@@ -129,14 +152,14 @@ def test_per_run_new_budget_resamples_each_run_without_retraining(switched):
 @pytest.mark.parametrize(
     ("sample", "jobs"),
     [
-        ({"guidance": [0.5], "seed": 3}, {"sample_run_ism_w0.5": 1}),  # the same file names, other content
-        ({"guidance": [0.5, 1.0]}, {"sample_run_ism_w1": 1}),  # a new scale: its files only
+        ({"guidance": [0.5], "seed": 3}, {"sample_run_w0.5": 1, "evaluate_run_w0.5": 1}),  # other content
+        ({"guidance": [0.5, 1.0]}, {"sample_run_w1": 1, "evaluate_run_w0.5_1": 1}),  # a new scale: its files only
     ],
     ids=["seed", "guidance"],
 )
 def test_per_run_sampling_key_of_one_run_reruns_that_run_only(switched, sample, jobs):
     counts = _counts_with(switched, lambda s: s["runs"]["ism"]["sample"].update(sample))
-    assert counts == {**jobs, "evaluate_run_ism": 1, "report": 1, "all": 1}
+    assert counts == {**jobs, "report": 1, "all": 1}
 
 
 @pytest.mark.slow
@@ -145,8 +168,8 @@ def test_per_run_evaluate_key_rescores_without_resampling(switched):
     assert counts == {
         "fid_reference": 1,
         "floor": 1,
-        "evaluate_run_fm": 1,
-        "evaluate_run_ism": 1,
+        "evaluate_run": 1,
+        "evaluate_run_w0.5": 1,
         "report": 1,
         "all": 1,
     }

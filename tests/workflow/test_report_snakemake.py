@@ -87,10 +87,10 @@ def test_test_study_dag(tmp_path):
     # One sampling and one scoring job per run (pipeline.job_grouping: per_run), for 2 runs x 2 budgets (ism at one w).
     assert sum(map(len, grids.values())) == 4
     assert {rule: n for rule, n in counts.items() if rule.startswith(("sample", "evaluate"))} == {
-        "sample_run_fm": 1,
-        "sample_run_ism_w0.5": 1,
-        "evaluate_run_fm": 1,
-        "evaluate_run_ism": 1,
+        "sample_run": 1,
+        "sample_run_w0.5": 1,
+        "evaluate_run": 1,
+        "evaluate_run_w0.5": 1,
     }
     assert counts["report"] == counts["all"] == 1
 

@@ -1,6 +1,7 @@
 """Training seeds as part of the study: the ablation study file, shrunk, through the real workflow (slow tier)."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -64,6 +65,6 @@ def test_a_new_seed_trains_only_that_seed(finished):
     write_study(folder, study)
     counts = job_counts(folder)
     assert counts["train"] == len(RUNS) and counts["report"] == 1
-    assert {rule for rule in counts if rule.startswith("evaluate_run_")} == {
-        f"evaluate_run_{run}-seed2" for run in RUNS
-    }
+    assert counts["evaluate_run"] == 2 and counts["evaluate_run_w0.5_1"] == 2  # fm, sm; ig, ism
+    printed = snakemake(folder, "-n", "-p").stdout
+    assert set(re.findall(r"evaluate --samples results/([^/ ]+)/samples/", printed)) == {f"{run}-seed2" for run in RUNS}

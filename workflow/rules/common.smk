@@ -131,22 +131,55 @@ def run_files(run, folder, suffix, scales=None):
     ]
 
 
-def sample_jobs(run):
-    """A per-run rule's (name, guidance scales, log) for each sampling job of a run: one job for a run without
-    guidance, one per scale w for an intrinsic-guidance run (its scales cost alike and run side by side).
+def _file_layout(run):
+    """What a run's samples files are: (budgets, guidance scales); runs of one layout share their rules."""
+    cfg = RUN_CONFIGS[run]
+    return tuple(cfg.sample.budgets), tuple(guidance_scales(cfg))
+
+
+def _rule_suffix(budgets, scales, budget_layouts):
+    """_w0.5 (the scales, if any), preceded by _steps1-2-4 when runs with these scales sample other budgets too."""
+    steps = f"_steps{'-'.join(map(str, budgets))}" if budget_layouts > 1 else ""
+    return steps + (
+        "" if scales == (None,) else "_w" + "_".join(f"{w:g}" for w in scales)
+    )
+
+
+def sample_jobs():
+    """Per-run sampling rules as (name, runs, [w], log): one rule per (budgets, w), one job per run of it. A run
+    without guidance has one job; an intrinsic-guidance run one per scale w (its scales cost alike and run side by
+    side). Rules are named by file layout, not by run (sample_run, sample_run_w0.5, ...), so seeds add jobs, not
+    rules.
     """
-    scales = guidance_scales(RUN_CONFIGS[run])
-    if scales == [None]:
-        return [(f"sample_run_{run}", [None], "logs/sample/{run}/run.log")]
-    return [
-        (f"sample_run_{run}_w{w:g}", [w], f"logs/sample/{{run}}/run-w{w:g}.log")
-        for w in scales
-    ]
+    jobs = {}
+    for run in RUNS:
+        budgets, scales = _file_layout(run)
+        for w in scales:
+            jobs.setdefault((budgets, w), []).append(run)
+    for (budgets, w), runs in jobs.items():
+        budget_layouts = sum(1 for _, other in jobs if other == w)
+        log = (
+            "logs/sample/{run}/run.log"
+            if w is None
+            else f"logs/sample/{{run}}/run-w{w:g}.log"
+        )
+        yield f"sample_run{_rule_suffix(budgets, (w,), budget_layouts)}", runs, [w], log
 
 
-def only_run(run):
-    """A per-run rule's constraint: {run} is this run's name, nothing else."""
-    return re.escape(run)
+def evaluate_jobs():
+    """Per-run scoring rules as (name, runs): one rule per file layout (evaluate_run, evaluate_run_w0.5_1, ...),
+    one job per run of it."""
+    groups = {}
+    for run in RUNS:
+        groups.setdefault(_file_layout(run), []).append(run)
+    for (budgets, scales), runs in groups.items():
+        budget_layouts = sum(1 for _, other in groups if other == scales)
+        yield f"evaluate_run{_rule_suffix(budgets, scales, budget_layouts)}", runs
+
+
+def only_runs(runs):
+    """A per-run rule's constraint: {run} is one of these runs' names, nothing else."""
+    return "|".join(map(re.escape, runs))
 
 
 def _named_files(output):

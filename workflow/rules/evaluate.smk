@@ -62,23 +62,23 @@ rule floor:
 
 
 # Scoring (pipeline.job_grouping): per_file, one job per samples file; per_run, one `ism evaluate` process per run
-# (rule evaluate_run_<run>) that reads the extractor and the reference once and writes each file's metrics, the
-# same bytes as the per-file job's.
+# that reads the extractor and the reference once and writes each file's metrics, the same bytes as the per-file
+# job's (one rule per file layout, evaluate_run or evaluate_run_w0.5_1, ...: common.smk, evaluate_jobs).
 if GROUPING == "per_run":
-    for _run in RUNS:
+    for _name, _runs in evaluate_jobs():
 
         rule:
             name:
-                f"evaluate_run_{_run}"
+                _name
             input:
-                samples=run_files(_run, "samples", "npz"),
+                samples=run_files(_runs[0], "samples", "npz"),
                 reference=REFERENCE_INPUTS,
             output:
-                run_files(_run, "metrics", "json"),
+                run_files(_runs[0], "metrics", "json"),
             log:
                 "logs/evaluate/{run}/run.log",
             wildcard_constraints:
-                run=only_run(_run),
+                run=only_runs(_runs),
             conda:
                 "../envs/ism.yaml"
             threads: JOBS.evaluate.cpus

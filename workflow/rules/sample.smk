@@ -1,10 +1,11 @@
 # Sample every run at every budget (and guidance scale w of intrinsic-guidance runs). pipeline.job_grouping:
 #   per_file  one job per samples file, or pipeline.sample_shards jobs per file (a contiguous block of seeded batches
 #             each) merged before evaluation. Both run one command: a whole file is shard 0 of 1.
-#   per_run   one job per run (rule sample_run_<run>) writes all of its files: one `ism sample --steps 1 2 … 128`
-#             process; a run with intrinsic guidance has one job per scale w (sample_run_<run>_w<w>, `--guidance w`),
-#             so that its files, twice or more those of a run without w, do not make one job that runs alone at the
-#             end of the study. Batches are seeded per (seed, batch), so each file is the per-file job's.
+#   per_run   one job per run writes all of its files: one `ism sample --steps 1 2 … 128` process; a run with
+#             intrinsic guidance has one job per scale w (`--guidance w`), so that its files, twice or more those of
+#             a run without w, do not make one job that runs alone at the end of the study. Batches are seeded per
+#             (seed, batch), so each file is the per-file job's. One rule per file layout (sample_run,
+#             sample_run_w0.5, ...; common.smk, sample_jobs) serves every run with that layout.
 
 # The preview grid of each samples file is a result of `snakemake --report`: one subcategory per run, labelled by
 # budget (and guidance scale w). Labels sort as text, so the budget is right-aligned with spaces (which HTML does
@@ -50,9 +51,7 @@ rule sample_shard:
 
 if GROUPING == "per_run":
     # pipeline.sample_shards is 1 here (the config check refuses shards with per_run).
-    for _run, (_name, _scales, _log) in (
-        (run, job) for run in RUNS for job in sample_jobs(run)
-    ):
+    for _name, _runs, _scales, _log in sample_jobs():
 
         rule:
             name:
@@ -60,7 +59,7 @@ if GROUPING == "per_run":
             input:
                 model="models/{run}/model.pt",
             output:
-                samples=run_files(_run, "samples", "npz", _scales),
+                samples=run_files(_runs[0], "samples", "npz", _scales),
                 grids=[
                     report(
                         path,
@@ -69,12 +68,12 @@ if GROUPING == "per_run":
                         subcategory="{run}",
                         labels=sample_labels(Path(path).stem),
                     )
-                    for path in run_files(_run, "samples", "png", _scales)
+                    for path in run_files(_runs[0], "samples", "png", _scales)
                 ],
             log:
                 _log,
             wildcard_constraints:
-                run=only_run(_run),
+                run=only_runs(_runs),
             conda:
                 "../envs/ism.yaml"
             threads: JOBS.sample.cpus
