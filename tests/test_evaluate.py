@@ -126,7 +126,7 @@ def test_cached_reference_gives_the_same_metrics_without_loading_the_data(tmp_pa
 
     def score(out):
         scorer = study._Scorer(config, reference)
-        scorer.check(held_out, "the floor's images")
+        scorer.check(held_out.shape, "the floor's images")
         return scorer.score(held_out, {}, out)
 
     cached = score(tmp_path / "cached.json")
@@ -139,10 +139,11 @@ def test_cached_reference_gives_the_same_metrics_without_loading_the_data(tmp_pa
     assert "\n" not in str(err.value) and not (tmp_path / "again.json").exists()
 
 
-def test_several_samples_files_in_one_call_give_each_file_its_own_metrics_bytes(tmp_path, digits):
+def test_several_samples_files_in_one_call_give_each_file_its_own_metrics_bytes(tmp_path, digits, monkeypatch):
     """`ism evaluate --samples A B --out MA MB` (the workflow's per-run job) writes for each file exactly the bytes a
     call for that file alone writes; counts that do not pair up are one line."""
     from ism import study
+    from ism.evaluate import read_samples
 
     _, train, test = digits
     config = tmp_path / "study.yaml"
@@ -158,7 +159,11 @@ def test_several_samples_files_in_one_call_give_each_file_its_own_metrics_bytes(
         np.savez(path, arr_0=images.permute(0, 2, 3, 1).numpy(), labels=np.zeros(len(images)), meta=np.array(meta))
         samples.append(path)
     together = [tmp_path / f"together-{p.stem}.json" for p in samples]
-    study.evaluate_files(config, samples, together, reference)
+    reads = []
+    with monkeypatch.context() as patch:  # each file's images are read once (checked from its header before)
+        patch.setattr(study, "read_samples", lambda path: reads.append(path) or read_samples(path))
+        study.evaluate_files(config, samples, together, reference)
+    assert reads == samples
     for path, out in zip(samples, together, strict=True):
         alone = study.evaluate(config, path, tmp_path / f"alone-{path.stem}.json", reference)
         assert out.read_bytes() == (tmp_path / f"alone-{path.stem}.json").read_bytes()

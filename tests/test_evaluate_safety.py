@@ -305,12 +305,16 @@ def test_samples_that_do_not_fit_are_refused_in_one_line(tmp_path, setup, case):
         bad.write_bytes(content)
     else:
         np.savez(bad, **content)
-    out = tmp_path / "metrics" / "steps1.json"
+    # After a good file, as in a per-run scoring job: every file is checked before the first is scored.
+    outs = [tmp_path / "metrics" / "steps0.json", tmp_path / "metrics" / "steps1.json"]
     result = ism(
-        "evaluate", "--samples", bad, "--config", setup["config"], "--reference", setup["reference"], "--out", out
+        "evaluate",
+        *("--samples", setup["good"], bad),
+        *("--config", setup["config"], "--reference", setup["reference"]),
+        *("--out", *outs),
     )
     assert_refused(result, str(bad), fragment)
-    assert not out.exists() and not out.parent.exists() and not marker.exists()
+    assert not outs[0].parent.exists() and not marker.exists()
 
 
 def test_fitting_samples_are_scored(tmp_path, setup):

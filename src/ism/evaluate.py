@@ -387,6 +387,53 @@ def _write_npz(path: Path, **arrays: np.ndarray) -> Path:
     return path
 
 
+def _check_samples_layout(shape: tuple[int, ...], dtype: np.dtype, where: str) -> None:
+    """What a samples array must be: uint8, 4-D, channels last (1 or 3), at least MIN_IMAGES images."""
+    if dtype != np.uint8:
+        raise EvaluateError(f"{where} holds {dtype} values, not {SAMPLES_LAYOUT}")
+    if len(shape) != 4:
+        raise EvaluateError(f"{where} holds a {len(shape)}-D array {shape}, not {SAMPLES_LAYOUT}")
+    if shape[-1] not in (1, 3):
+        hint = " (it looks channels-first, N, C, H, W)" if shape[1] in (1, 3) else ""
+        raise EvaluateError(
+            f"{where} holds shape {shape} with {shape[-1]} channels last{hint}; expected {SAMPLES_LAYOUT}"
+        )
+    if shape[0] < MIN_IMAGES:
+        raise EvaluateError(f"{where} holds {shape[0]} image(s); FID needs at least {MIN_IMAGES}")
+
+
+def samples_shape(path: str | Path) -> tuple[int, int, int, int]:
+    """(N, C, H, W) of a samples file, checked as :func:`read_samples` checks it, from the header of its ``arr_0``
+    alone: no image is read and nothing is unpickled, so every file of a scoring job is checked before the first is
+    scored, at the cost of a few bytes each (an ImageNet file holds 50,000 images)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"samples file '{path}' does not exist (make it with 'ism sample')")
+    fix = f"expected {SAMPLES_LAYOUT}"
+    try:
+        with zipfile.ZipFile(path) as archive, archive.open("arr_0.npy") as member:
+            version = np.lib.format.read_magic(member)
+            if version not in ((1, 0), (2, 0)):
+                raise ValueError(f".npy format version {version}")
+            read_header = getattr(np.lib.format, f"read_array_header_{version[0]}_0")
+            shape, _, dtype = read_header(member)
+    except KeyError:
+        raise EvaluateError(f"'{path}' has no array 'arr_0': {fix}") from None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        with path.open("rb") as f:
+            single_array = f.read(6) == b"\x93NUMPY"
+        if single_array:
+            raise EvaluateError(f"'{path}' holds a single array, not an .npz archive with ['arr_0']: {fix}") from None
+        raise EvaluateError(
+            f"'{path}' is not an .npz archive of plain arrays ({first_line(exc)}); it was not unpickled: {fix}"
+        ) from None
+    if dtype.hasobject:
+        raise EvaluateError(f"'{path}': array 'arr_0' holds Python objects, which are never unpickled: {fix}")
+    _check_samples_layout(tuple(shape), dtype, f"samples file '{path}'")
+    n, h, w, c = shape
+    return n, c, h, w
+
+
 def read_samples(path: str | Path) -> tuple[torch.Tensor, dict[str, Any]]:
     """uint8 (N, C, H, W) images and the metadata of a samples file written by ``ism sample``, checked: anything else
     (another dtype, channels first, not 4-D, fewer than two images, objects, no ``arr_0``) is one EvaluateError."""
@@ -396,17 +443,7 @@ def read_samples(path: str | Path) -> tuple[torch.Tensor, dict[str, Any]]:
     arrays = load_npz(path, ("arr_0",), f"expected {SAMPLES_LAYOUT}", optional=("meta",))
     images = arrays["arr_0"]
     where = f"samples file '{path}'"
-    if images.dtype != np.uint8:
-        raise EvaluateError(f"{where} holds {images.dtype} values, not {SAMPLES_LAYOUT}")
-    if images.ndim != 4:
-        raise EvaluateError(f"{where} holds a {images.ndim}-D array {images.shape}, not {SAMPLES_LAYOUT}")
-    if images.shape[-1] not in (1, 3):
-        hint = " (it looks channels-first, N, C, H, W)" if images.shape[1] in (1, 3) else ""
-        raise EvaluateError(
-            f"{where} holds shape {images.shape} with {images.shape[-1]} channels last{hint}; expected {SAMPLES_LAYOUT}"
-        )
-    if len(images) < MIN_IMAGES:
-        raise EvaluateError(f"{where} holds {len(images)} image(s); FID needs at least {MIN_IMAGES}")
+    _check_samples_layout(images.shape, images.dtype, where)
     meta: dict[str, Any] = {}
     if "meta" in arrays:
         try:
@@ -416,9 +453,10 @@ def read_samples(path: str | Path) -> tuple[torch.Tensor, dict[str, Any]]:
     return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), meta
 
 
-def check_images(images: torch.Tensor, expected_chw: tuple[int, ...] | None, where: str, reference: str) -> None:
-    """Images (N, C, H, W) must match the reference's (C, H, W): a mismatch is one EvaluateError naming both."""
-    got = tuple(images.shape[1:])
+def check_images(shape: tuple[int, ...], expected_chw: tuple[int, ...] | None, where: str, reference: str) -> None:
+    """Images of ``shape`` (N, C, H, W) must match the reference's (C, H, W): a mismatch is one EvaluateError naming
+    both."""
+    got = tuple(shape[1:])
     if expected_chw is not None and got != tuple(expected_chw):
         c, h, w = got
         rc, rh, rw = expected_chw

@@ -36,6 +36,7 @@ from ism.evaluate import (
     read_samples,
     read_statistics,
     resolve_extractor,
+    samples_shape,
     write_reference,
 )
 
@@ -162,8 +163,8 @@ def evaluate_files(
     extractor and the reference are read (or the reference embedded) once. Each file's metrics are those
     :func:`evaluate` writes for it alone, byte for byte.
 
-    Every samples file is read and checked against the reference before the first image is embedded; then each
-    is read again and scored in turn (one file's images in memory at a time; a single file is read once)."""
+    Every samples file is checked against the reference from its header before the first image is embedded; then
+    each is read once and scored in turn (one file's images in memory at a time)."""
     if len(samples) != len(outs):
         raise EvaluateError(f"{len(samples)} samples files but {len(outs)} metrics files: give one --out per --samples")
     if len({str(Path(out)) for out in outs}) != len(outs):
@@ -172,13 +173,9 @@ def evaluate_files(
         if not Path(path).is_file():
             raise FileNotFoundError(f"samples file '{path}' does not exist (make it with 'ism sample')")
     scorer = _Scorer(config, reference_dir)
-    kept = {}  # a single file is read once
     for path in samples:
-        images, meta = read_samples(path)
-        scorer.check(images, f"samples file '{path}'")
-        if len(samples) == 1:
-            kept[path] = images, meta
-    return [scorer.score(*(kept.get(path) or read_samples(path)), out) for path, out in zip(samples, outs, strict=True)]
+        scorer.check(samples_shape(path), f"samples file '{path}'")
+    return [scorer.score(*read_samples(path), out) for path, out in zip(samples, outs, strict=True)]
 
 
 def floor(config: str | Path, out: str | Path, reference_dir: str | Path | None) -> dict:
@@ -187,7 +184,7 @@ def floor(config: str | Path, out: str | Path, reference_dir: str | Path | None)
     test = real_images(base_run(raw, study).data, "test")
     held_out = test.first(study.evaluate.floor_images or study.sample.num_images).images
     scorer = _Scorer(config, reference_dir)
-    scorer.check(held_out, "the floor's images")
+    scorer.check(held_out.shape, "the floor's images")
     return scorer.score(held_out, {"run": "real-test-images", "steps": 0}, out)
 
 
@@ -220,10 +217,11 @@ class _Scorer:
             self.against = "the study's train split"
         self._space: FeatureSpace | None = None
 
-    def check(self, images: torch.Tensor | FolderImages, where: str) -> None:
-        """Images the reference and the extractor can take, or one EvaluateError naming ``where``."""
-        check_images(images, self.shape, where, self.against)
-        _check_fits(self.study, self.config, self.extractor, tuple(images.shape[1:]), where)
+    def check(self, shape: tuple[int, ...], where: str) -> None:
+        """Images of ``shape`` (N, C, H, W) the reference and the extractor can take, or one EvaluateError naming
+        ``where``."""
+        check_images(shape, self.shape, where, self.against)
+        _check_fits(self.study, self.config, self.extractor, tuple(shape[1:]), where)
 
     @property
     def space(self) -> FeatureSpace:
