@@ -1,9 +1,10 @@
-"""Training curves (ism.curves, `ism curves`): each run's loss from its dvclive log, one line per run."""
+"""Training curves (ism.curves, `ism curves`): each run's loss from its dvclive log, one line per run (its seeds
+pooled)."""
 
 import pytest
 
 from ism.cli import main
-from ism.curves import LOSS_LOG, read_loss, training_losses
+from ism.curves import LOSS_LOG, Curve, pooled_curves, read_loss, training_losses
 from ism.errors import DataError
 
 
@@ -38,3 +39,24 @@ def test_cli_writes_one_figure_whatever_runs(tmp_path, capsys):
     empty = tmp_path / "empty.png"
     assert main(["curves", "--runs", "fm", "--models", str(tmp_path / "none"), "--out", str(empty)]) == 0
     assert empty.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_seeds_of_a_run_are_one_curve_their_mean_in_their_range():
+    losses = {
+        "fm": ([3, 6], [1.5, 1.25]),
+        "ism-seed0": ([3, 6, 9], [2.0, 1.0, 0.5]),
+        "ism-seed1": ([3, 6], [4.0, 2.0]),  # stopped earlier: the pooled curve ends at the last common step
+        "ism-seed2": ([3, 6], [3.0, 0.5]),
+    }
+    assert pooled_curves(losses) == {
+        "fm": Curve([3, 6], [1.5, 1.25], [1.5, 1.25], [1.5, 1.25], seeds=1),
+        "ism": Curve([3, 6], [3.0, 3.5 / 3], [2.0, 0.5], [4.0, 2.0], seeds=3),
+    }
+
+
+def test_cli_draws_seeded_runs(tmp_path):
+    for seed, text in enumerate(["step\tloss\n3\t1.5\n6\t1.25\n", "step\tloss\n3\t1.0\n6\t0.75\n"]):
+        _log(tmp_path, f"fm-seed{seed}", text)
+    out = tmp_path / "train_loss.png"
+    assert main(["curves", "--runs", "fm-seed0", "fm-seed1", "--models", str(tmp_path), "--out", str(out)]) == 0
+    assert out.read_bytes()[:4] == b"\x89PNG"
