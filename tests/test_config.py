@@ -10,11 +10,13 @@ import yaml
 from ism.config import (
     ConfigError,
     RunConfig,
+    classifier_source,
     load_run,
     load_yaml,
     resolve_run,
     run_config_from_json,
     study_json_schema,
+    training_identity,
     validate_study,
 )
 
@@ -132,6 +134,29 @@ def test_wavelet_levels_must_fit_the_image_before_any_compute():
         load_run(mnist, "ism", ["method.wavelet.levels=3"])
     with pytest.raises(ConfigError, match=r"at most 3"):
         load_run(DEFAULT, "ism-wavelet", ["method.wavelet.levels=4"])
+
+
+def test_pad_to_grows_the_image_for_every_size_check_and_is_refused_where_it_cannot_apply():
+    """data.pad_to: MNIST padded to 32x32 allows 5 wavelet levels and patches of 8, checked at load time; it is for
+    the embedded sets only and cannot shrink them. Unset, it is left out of the training identity (folders keep
+    their digests)."""
+    mnist = REPO / "config" / "mnist.yaml"
+    padded = load_run(mnist, "ism", ["data.pad_to=32", "method.wavelet.levels=5", "model.patch_size=8"])
+    assert padded.data.side == 32 and padded.method.wavelet.levels == 5
+    with pytest.raises(ConfigError, match=r"'method\.wavelet\.levels': 6 level\(s\) of 'haar' do not fit the 32x32"):
+        load_run(mnist, "ism", ["data.pad_to=32", "method.wavelet.levels=6"])
+    with pytest.raises(ConfigError, match=r"'data\.pad_to'.*smaller than the 28x28 'mnist5k' images"):
+        load_run(mnist, "ism", ["data.pad_to=16"])
+    with pytest.raises(ConfigError, match=r"'data\.pad_to'.*only the embedded image sets"):
+        load_run(DEFAULT, "fm", ["data.dataset=checkerboard", "model.arch=mlp", "data.pad_to=8"])
+    native = load_run(mnist, "ism")
+    assert "pad_to" not in training_identity(native)["data"]
+    assert training_identity(padded)["data"]["pad_to"] == 32
+    # The committed digits classifier embeds 8x8 images only: padded digits train the study's own.
+    study = _study()
+    assert classifier_source(validate_study(study))[1] == "committed"
+    study["data"]["pad_to"] = 16
+    assert classifier_source(validate_study(study)) == (Path("models/classifier-digits.pt"), "built")
 
 
 def test_ism_component_rules():

@@ -81,6 +81,12 @@ class DataConfig(_Strict):
     test_fraction: float = Field(0.25, gt=0, lt=1, description="Held-out fraction (stratified by class).")
     split_seed: int = Field(0, ge=0, description="Seed of the train/test split.")
     num_points: int = Field(20000, ge=16, description="Points drawn for the 2-D toy sets.")
+    pad_to: int | None = Field(
+        None,
+        ge=4,
+        description="Embedded image sets only: pad each image with background, centred, to this side (e.g. MNIST "
+        "28 -> 32, which a DWT halves 5 times instead of 2). None: the native size.",
+    )
     encoder: Literal[ENCODERS] = Field(
         "identity", description="Space the model trains in: 'identity' (pixels in [-1, 1]) or 'sd-vae' latents."
     )
@@ -91,10 +97,26 @@ class DataConfig(_Strict):
     flips: bool = Field(False, description="Also encode each image's horizontal flip (two rows per image).")
     encode_batch_size: int = Field(64, ge=1, description="Images per encoder batch.")
 
+    @property
+    def side(self) -> int | None:
+        """The images' side in pixels, when the config knows it (an embedded set, or a cropped image folder)."""
+        return self.pad_to or EMBEDDED_IMAGE_SIDES.get(self.dataset, self.image_size)
+
     @model_validator(mode="after")
-    def _root_for_imagefolder(self) -> DataConfig:
+    def _dataset_options(self) -> DataConfig:
         if self.dataset == "imagefolder" and not self.root:
             raise ValueError("data.root is required for dataset 'imagefolder'")
+        if self.pad_to is not None:
+            native = EMBEDDED_IMAGE_SIDES.get(self.dataset)
+            if native is None:
+                raise ValueError(
+                    f"data.pad_to: only the embedded image sets ({', '.join(EMBEDDED_DATASETS)}) are padded; "
+                    f"'{self.dataset}' is not one (an image folder is cropped to data.image_size)"
+                )
+            if self.pad_to < native:
+                raise ValueError(
+                    f"data.pad_to: {self.pad_to} is smaller than the {native}x{native} '{self.dataset}' images"
+                )
         if self.encoder == "sd-vae":
             if not self.vae:
                 raise ValueError("data.vae: the sd-vae encoder needs a local folder or hub id of an AutoencoderKL")
@@ -476,7 +498,7 @@ class RunConfig(_RunSections):
 
     def _check_patches(self) -> None:
         """The DiT's patches must tile the model-space image (pixels, or SD-VAE latents at 1/8), when it is known."""
-        side = EMBEDDED_IMAGE_SIDES.get(self.data.dataset, self.data.image_size)
+        side = self.data.side
         if self.model.arch != "dit" or side is None:
             return
         if self.data.encoder == "sd-vae":
@@ -852,7 +874,7 @@ def classifier_source(study: StudyConfig) -> tuple[Path, ClassifierOrigin] | Non
     if e.classifier:
         return Path(e.classifier), "given"
     committed = committed_classifier_path(study.data.dataset)
-    if committed.is_file():
+    if committed.is_file() and study.data.pad_to is None:  # it embeds the native size only
         return committed, "committed"
     return Path(BUILT_CLASSIFIER.format(study=study.study)), "built"
 
@@ -902,7 +924,26 @@ def check_extractor_files(study: StudyConfig, study_file: str | Path = "STUDY") 
 RESUMABLE_TRAIN_KEYS = frozenset({"steps", "checkpoint_every", "keep_checkpoints", "log_every", "device"})
 # Keys added after training folders were named by their digest: left out of the identity at their default, so
 # a run that does not set them keeps its folder, its checkpoints and its Snakemake training key.
-KEYS_OMITTED_AT_DEFAULT = {("train", "fused_adamw"): False, ("method", "wavelet", "distance"): "squared"}
+KEYS_OMITTED_AT_DEFAULT = {
+    ("train", "fused_adamw"): False,
+    ("method", "wavelet", "distance"): "squared",
+    ("data", "pad_to"): None,
+}
+
+
+def without_new_defaults(dump: dict[str, Any], section: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``dump`` (a config, or its ``section``, as model_dump gives it) without the keys of KEYS_OMITTED_AT_DEFAULT
+    that hold their default: the digests of configs that do not set them stay what they were."""
+    for path, default in KEYS_OMITTED_AT_DEFAULT.items():
+        if path[: len(section)] != section:
+            continue
+        *parents, key = path[len(section) :]
+        node = dump
+        for parent in parents:
+            node = node[parent]
+        if node[key] == default:
+            del node[key]
+    return dump
 
 
 def training_identity(cfg: RunConfig) -> dict[str, Any]:
@@ -910,13 +951,7 @@ def training_identity(cfg: RunConfig) -> dict[str, Any]:
     the workflow retrains when they change). Here, not in ism.train, so the Snakefile need not import torch."""
     dump = cfg.model_dump(mode="json", exclude={"name", "sample", "launch"})
     dump["train"] = {k: v for k, v in dump["train"].items() if k not in RESUMABLE_TRAIN_KEYS}
-    for *parents, key in KEYS_OMITTED_AT_DEFAULT:
-        section = dump
-        for parent in parents:
-            section = section[parent]
-        if section[key] == KEYS_OMITTED_AT_DEFAULT[(*parents, key)]:
-            del section[key]
-    return dump
+    return without_new_defaults(dump)
 
 
 def pipeline_runs(study: StudyConfig) -> list[str]:

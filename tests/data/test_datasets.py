@@ -152,6 +152,22 @@ def test_mnist5k_test_split_holds_every_class_although_the_file_is_sorted(mnist:
 # ------------------------------------------------------------------------------------------------- toy sets
 
 
+def test_pad_to_centres_the_images_on_background(mnist: Dataset):
+    padded = load_dataset("mnist5k", pad_to=32)
+    assert padded.sample_shape == (1, 32, 32)
+    pixels, native = model_to_uint8(padded.train.images), model_to_uint8(mnist.train.images)
+    assert torch.equal(pixels[:, :, 2:30, 2:30], native) and torch.equal(padded.train.labels, mnist.train.labels)
+    border = pixels.clone()
+    border[:, :, 2:30, 2:30] = 0
+    assert int(border.max()) == 0
+    odd = model_to_uint8(load_dataset("digits", pad_to=11).train.images)  # margins 1 before, 2 after
+    assert odd.shape[-2:] == (11, 11) and torch.equal(
+        odd[:, :, 1:9, 1:9], model_to_uint8(load_dataset("digits").train.images)
+    )
+    with pytest.raises(DataError, match=r"data\.pad_to: 16 is smaller than the 28x28 images"):
+        load_dataset("mnist5k", pad_to=16)
+
+
 @pytest.mark.parametrize("name", ["checkerboard", "eight_gaussians"])
 def test_toy_datasets_are_one_class_vectors(name: str):
     data = load_dataset(name, num_points=1000, split_seed=3)

@@ -14,6 +14,7 @@ from ism.config import (
     resolve_run,
     training_identity,
     validate_study,
+    without_new_defaults,
 )
 from ism.naming import (
     digest,
@@ -93,14 +94,17 @@ def sampling_key(wildcards):
     return digest([s, SAMPLE_SHARDS])
 
 
+# What determines the real images (the encoding, the reference, the study's classifier); keys added since, at their
+# defaults, are left out so that existing workspaces keep their keys.
+DATA = without_new_defaults(STUDY.data.model_dump(mode="json"), ("data",))
+
+
 def evaluation_key(wildcards=None):
-    return digest(
-        [STUDY.evaluate.model_dump(mode="json"), STUDY.data.model_dump(mode="json")]
-    )
+    return digest([STUDY.evaluate.model_dump(mode="json"), DATA])
 
 
 def data_key(wildcards=None):
-    return digest(STUDY.data.model_dump(mode="json"))
+    return digest(DATA)
 
 
 # A samples file's name (ism.naming.sample_name) in wildcards: steps<N>, or steps<N>-w<w> for a run with intrinsic

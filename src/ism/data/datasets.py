@@ -59,8 +59,10 @@ def load_dataset(
     split_seed: int = 0,
     image_size: int | None = None,
     num_points: int = 20000,
+    pad_to: int | None = None,
 ) -> Dataset:
-    """Load dataset ``name`` (one of :data:`DATASETS`) and split it into train and test."""
+    """Load dataset ``name`` (one of :data:`DATASETS`) and split it into train and test; an embedded image set is
+    padded with background to ``pad_to`` x ``pad_to`` when given."""
     _check_test_fraction(test_fraction)
     _check_split_seed(split_seed)
     if name in _TOY_SAMPLERS:
@@ -73,7 +75,22 @@ def load_dataset(
         images = _read_imagefolder(root, image_size)
     else:
         raise DataError(f"unknown dataset '{name}' in data.dataset: choose one of {', '.join(DATASETS)}")
+    if pad_to is not None:
+        if name == "imagefolder":
+            raise DataError("data.pad_to: an image folder is not padded; crop it with data.image_size")
+        images = _padded(images, pad_to)
     return _image_dataset(name, images, test_fraction, split_seed)
+
+
+def _padded(images: _LabelledImages, side: int) -> _LabelledImages:
+    """The images centred on a ``side`` x ``side`` background (uint8 0, the embedded sets' background); an odd
+    margin puts its extra row and column after the image."""
+    height, width = images.pixels.shape[-2:]
+    if side < max(height, width):
+        raise DataError(f"data.pad_to: {side} is smaller than the {height}x{width} images")
+    top, left = (side - height) // 2, (side - width) // 2
+    margins = ((0, 0), (0, 0), (top, side - height - top), (left, side - width - left))
+    return _LabelledImages(np.pad(images.pixels, margins), images.labels, images.class_names)
 
 
 def _check_test_fraction(test_fraction: float) -> None:

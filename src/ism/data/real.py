@@ -79,6 +79,7 @@ def load_data(data: DataConfig) -> Dataset:
         split_seed=data.split_seed,
         image_size=data.image_size,
         num_points=data.num_points,
+        pad_to=data.pad_to,
     )
 
 
