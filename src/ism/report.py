@@ -34,8 +34,8 @@ if TYPE_CHECKING:
 # A row of the report: (run, guidance scale w), w None for a run without intrinsic guidance.
 Row = tuple[str, float | None]
 Rows = dict[Row, dict[int, dict[str, Any]]]
-# Seeded rows pooled per (run, w): {steps: FID of each seed, in seed order of the runs given}.
-Pooled = dict[Row, dict[int, list[float]]]
+# Seeded rows pooled per (run, w): {steps: each seed's metrics, in the order of the runs given}.
+Pooled = dict[Row, dict[int, list[dict[str, Any]]]]
 
 
 def row_label(row: Row) -> str:
@@ -87,7 +87,7 @@ def _weights(metrics: dict[int, dict[str, Any]]) -> str:
 
 def pool_seeds(rows: Rows) -> tuple[Pooled, Rows]:
     """(seeded rows pooled per run and w, the other rows): ``ism-seed0`` … ``ism-seed2`` at w become one row
-    (ism, w) holding the three FIDs of each budget."""
+    (ism, w) holding the three seeds' metrics of each budget."""
     pooled: Pooled = {}
     single: Rows = {}
     for (run, w), metrics in rows.items():
@@ -96,8 +96,12 @@ def pool_seeds(rows: Rows) -> tuple[Pooled, Rows]:
             single[(run, w)] = metrics
             continue
         for n, cell in metrics.items():
-            pooled.setdefault((base, w), {}).setdefault(n, []).append(cell["fid"])
+            pooled.setdefault((base, w), {}).setdefault(n, []).append(cell)
     return pooled, single
+
+
+def _fids(cells: list[dict[str, Any]]) -> list[float]:
+    return [cell["fid"] for cell in cells]
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -105,8 +109,8 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else math.nan
 
 
-def _mean_pm_std(values: list[float]) -> str:
-    mean, std = mean_std(values)
+def _mean_pm_std(cells: list[dict[str, Any]]) -> str:
+    mean, std = mean_std(_fids(cells))
     return f"{mean:.2f}" if math.isnan(std) else f"{mean:.2f} ± {std:.2f}"
 
 
@@ -153,7 +157,7 @@ def fid_csv(rows: Rows) -> str:
     return "\n".join(lines) + "\n"
 
 
-def metrics_summary(rows: Rows, floor: dict[str, Any] | None) -> dict[str, Any]:
+def metrics_summary(rows: Rows, pooling: tuple[Pooled, Rows], floor: dict[str, Any] | None) -> dict[str, Any]:
     """metrics.json: ``fid.<row key>.steps<N>`` per sampled cell, ``floor.fid`` and the feature extractor; with
     seeded runs, ``fid.<run key>`` is the mean over seeds, ``fid_std`` the sample std, ``seeds`` their number and
     ``fid_seed.<run>-seed<s>…`` each seed's cells.
@@ -162,7 +166,7 @@ def metrics_summary(rows: Rows, floor: dict[str, Any] | None) -> dict[str, Any]:
     has; the cells' NFE and weights are in fid_vs_steps.csv and report.md, everything else in the per-file
     metrics (results/<run>/metrics/<name>.json)."""
     extractors = {m["extractor"] for metrics in rows.values() for m in metrics.values()}
-    pooled, single = pool_seeds(rows)
+    pooled, single = pooling
     summary: dict[str, Any] = {
         "fid": {
             row_key(row): {sample_name(n): metrics[n]["fid"] for n in sorted(metrics)}
@@ -171,9 +175,9 @@ def metrics_summary(rows: Rows, floor: dict[str, Any] | None) -> dict[str, Any]:
     }
     if pooled:  # seeds: fid.<run key> is the mean over seeds, fid_std its spread, fid_seed each seed's cells
         for row, cells in pooled.items():
-            summary["fid"][row_key(row)] = {sample_name(n): mean_std(cells[n])[0] for n in sorted(cells)}
+            summary["fid"][row_key(row)] = {sample_name(n): mean_std(_fids(cells[n]))[0] for n in sorted(cells)}
         summary["fid_std"] = {
-            row_key(row): {sample_name(n): mean_std(cells[n])[1] for n in sorted(cells) if len(cells[n]) > 1}
+            row_key(row): {sample_name(n): mean_std(_fids(cells[n]))[1] for n in sorted(cells) if len(cells[n]) > 1}
             for row, cells in pooled.items()
         }
         summary["seeds"] = {row_key(row): max(len(v) for v in cells.values()) for row, cells in pooled.items()}
@@ -198,11 +202,11 @@ def train_loss_csv(models: str | Path, runs: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_fid(rows: Rows, floor: dict[str, Any] | None, path: str | Path) -> Path:
-    """FID against NFE, one line per row; seeded runs as one line per run (and w): the mean over seeds with
-    ± one standard deviation as error bars."""
+def plot_fid(pooling: tuple[Pooled, Rows], floor: dict[str, Any] | None, path: str | Path) -> Path:
+    """FID against NFE, one line per row; seeded runs (``pooling``: :func:`pool_seeds`) as one line per run (and
+    w): the mean over seeds with ± one standard deviation as error bars."""
     fig, ax = axes(figsize=(6, 4))
-    pooled, single = pool_seeds(rows)
+    pooled, single = pooling
     for row, metrics in single.items():  # x = NFE: runs compare at equal compute, CFG's second pass counted
         budgets = sorted(metrics)
         nfe = [metrics[n]["nfe"] for n in budgets]
@@ -210,10 +214,10 @@ def plot_fid(rows: Rows, floor: dict[str, Any] | None, path: str | Path) -> Path
         ax.plot(nfe, [metrics[n]["fid"] for n in budgets], marker="o", label=label)
     for row, cells in pooled.items():
         budgets = sorted(cells)
-        seeded = [m for (run, w), m in rows.items() if (split_seeded_run(run)[0], w) == row]
-        nfe = [seeded[0][n]["nfe"] for n in budgets]
-        stats = [mean_std(cells[n]) for n in budgets]
-        label = f"{row_label(row)} [{_weights(seeded[0])}], {max(map(len, cells.values()))} seeds"
+        nfe = [cells[n][0]["nfe"] for n in budgets]
+        stats = [mean_std(_fids(cells[n])) for n in budgets]
+        weights = ", ".join(sorted({cell["weights"] for n in budgets for cell in cells[n]}))
+        label = f"{row_label(row)} [{weights}], {max(map(len, cells.values()))} seeds"
         errors = [0.0 if math.isnan(std) else std for _, std in stats]
         ax.errorbar(nfe, [mean for mean, _ in stats], yerr=errors, marker="o", capsize=3, label=label)
     if floor is not None:
@@ -247,7 +251,9 @@ def write_report(
     rows = collect(results, runs, only=metrics)
     floor = json.loads(Path(floor_path).read_text()) if floor_path else None
     out = Path(out_dir)
-    summary = metrics_summary(rows, floor)
+    pooling = pool_seeds(rows)
+    pooled = pooling[0]
+    summary = metrics_summary(rows, pooling, floor)
     write_json(out / "metrics.json", summary)
     table = markdown_table(rows, floor)  # every run, each seed its own row
     any_metrics = next(iter(next(iter(rows.values())).values()))
@@ -257,7 +263,6 @@ def write_report(
         "Each cell gives its NFE (network evaluations per image: N steps, 2N where CFG runs two passes); "
         "compare runs at equal NFE. *weights*: the copy sampled (`online` or an EMA).\n\n"
     )
-    pooled, _ = pool_seeds(rows)
     if pooled:
         means = pooled_table(pooled, paper)
         source = f" Published: {paper.source}." if paper is not None and paper.fid and paper.source else ""
@@ -272,5 +277,5 @@ def write_report(
     write_bytes(out / "fid_vs_steps.csv", fid_csv(rows).encode())
     models = Path(results).parent / "models" if models is None else Path(models)
     write_bytes(out / "train_loss.csv", train_loss_csv(models, runs).encode())
-    plot_fid(rows, floor, out / "fid_vs_steps.png")
+    plot_fid(pooling, floor, out / "fid_vs_steps.png")
     return means if pooled else table
