@@ -5,7 +5,8 @@
 
 Each run trains in its own folder (``DIR/work/<run>/<digest>``) and is exported every ``--every`` steps: training
 to step k is ``train.steps = k`` resumed from the last checkpoint, which the trainer continues bit for bit, so the
-curve is one continuous run (``train.steps`` is a resumable key; the learning rate is constant). Each export is
+curve is one continuous run (``train.steps`` is a resumable key at a constant rate; with ``train.lr_schedule=cosine``
+each point is its own run, trained from step 0 to decay at that point, in its own folder). Each export is
 sampled at every budget (and each guidance scale w of an intrinsic-guidance run) from each of ``--weights`` (default:
 the run's ``sample.weights``), with the study's sampling seed unless ``--sample-seed``, and scored like the workflow
 scores (the study's extractor and reference, embedded once into ``DIR/reference``). Also scored: the real-data

@@ -17,7 +17,15 @@ from ism.train import Trainer
 
 from .conftest import tiny_run
 
-ISM = ("ism", "method.transport.shards=2", "method.transport.pool_batches=2")
+# iSM also under a learning-rate schedule (warm-up, then cosine): every rank updates with step t's rate.
+ISM = (
+    "ism",
+    "method.transport.shards=2",
+    "method.transport.pool_batches=2",
+    "train.steps=4",
+    "train.warmup_steps=1",
+    "train.lr_schedule=cosine",
+)
 RUNS = {"sm": ("sm",), "ism": ISM}
 
 

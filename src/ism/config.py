@@ -361,7 +361,15 @@ class MethodConfig(_Strict):
 class TrainConfig(_Strict):
     steps: int = Field(2000, ge=1, description="Optimizer steps.")
     batch_size: int = Field(64, ge=2, description="Global batch size.")
-    lr: float = Field(1e-4, gt=0, description="AdamW learning rate (constant).")
+    lr: float = Field(1e-4, gt=0, description="AdamW learning rate (the peak rate of a schedule).")
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        "constant",
+        description="ASSUMPTION switch (SM and iSM train at a constant rate): 'cosine' decays from lr to "
+        "final_lr_fraction * lr at train.steps, which then becomes part of the training identity (no resuming "
+        "to more steps).",
+    )
+    warmup_steps: int = Field(0, ge=0, description="Linear warm-up of the rate over the first steps (0: none).")
+    final_lr_fraction: float = Field(0.0, ge=0, le=1, description="Cosine only: the last step's rate over lr.")
     weight_decay: float = Field(0.1, ge=0, description="AdamW weight decay.")
     betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas.")
     grad_clip: float | None = Field(None, gt=0, description="Clip the gradient norm (None: off, as released).")
@@ -926,6 +934,9 @@ RESUMABLE_TRAIN_KEYS = frozenset({"steps", "checkpoint_every", "keep_checkpoints
 # a run that does not set them keeps its folder, its checkpoints and its Snakemake training key.
 KEYS_OMITTED_AT_DEFAULT = {
     ("train", "fused_adamw"): False,
+    ("train", "lr_schedule"): "constant",
+    ("train", "warmup_steps"): 0,
+    ("train", "final_lr_fraction"): 0.0,
     ("method", "wavelet", "distance"): "squared",
     ("data", "pad_to"): None,
 }
@@ -950,7 +961,9 @@ def training_identity(cfg: RunConfig) -> dict[str, Any]:
     """The parts of a config that determine the trained weights step by step (a resumed checkpoint must match;
     the workflow retrains when they change). Here, not in ism.train, so the Snakefile need not import torch."""
     dump = cfg.model_dump(mode="json", exclude={"name", "sample", "launch"})
-    dump["train"] = {k: v for k, v in dump["train"].items() if k not in RESUMABLE_TRAIN_KEYS}
+    # A cosine schedule ends at train.steps: more steps change every step's rate, so they are not a resume.
+    resumable = RESUMABLE_TRAIN_KEYS - ({"steps"} if cfg.train.lr_schedule == "cosine" else set())
+    dump["train"] = {k: v for k, v in dump["train"].items() if k not in resumable}
     return without_new_defaults(dump)
 
 

@@ -34,6 +34,7 @@ from ism.config import RunConfig, run_config_from_json, training_identity
 from ism.data import BatchSchedule, Dataset, Split
 from ism.data.real import load_data
 from ism.errors import NonFiniteLossError
+from ism.lr_schedule import is_scheduled, learning_rate, set_learning_rate
 from ism.method.ema import EMA
 from ism.method.shortcut import ShortcutObjective, role_logs
 from ism.method.transport import PooledPairing, shards_of_rank
@@ -270,10 +271,13 @@ class Trainer:
                 "Check the data for NaN/inf and lower train.lr"
             )
         self.optimizer.zero_grad(set_to_none=True)
+        set_learning_rate(self.optimizer, self.cfg.train, step)
         loss.backward()
         if self.cfg.train.grad_clip is not None:
             logs["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
         self.optimizer.step()
+        if is_scheduled(self.cfg.train):
+            logs["lr"] = torch.tensor(learning_rate(self.cfg.train, step))
         for ema in self.emas.values():
             ema.update(self.model)
         return logs
