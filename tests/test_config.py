@@ -134,6 +134,14 @@ def test_wavelet_levels_must_fit_the_image_before_any_compute():
         load_run(mnist, "ism", ["method.wavelet.levels=3"])
     with pytest.raises(ConfigError, match=r"at most 3"):
         load_run(DEFAULT, "ism-wavelet", ["method.wavelet.levels=4"])
+    # One weight per level, also checked before any compute (it failed inside the training job before).
+    with pytest.raises(
+        ConfigError, match=r"'method\.wavelet\.level_weights': 2 weight\(s\) for 3 level\(s\) of the 8x8"
+    ):
+        load_run(DEFAULT, "ism-wavelet", ["method.wavelet.level_weights=[1, 0.5]"])
+    assert (
+        load_run(DEFAULT, "ism-wavelet", ["method.wavelet.level_weights=[1, 0.5, 0.25]"]).method.wavelet.levels is None
+    )
 
 
 def test_pad_to_grows_the_image_for_every_size_check_and_is_refused_where_it_cannot_apply():

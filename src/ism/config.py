@@ -493,7 +493,7 @@ class RunConfig(_RunSections):
         if too_fine:
             raise ValueError(f"sample.budgets: {too_fine} exceed method.base_steps={self.method.base_steps}")
         self._check_step_layout()
-        self._check_patches()
+        self._check_image_fits()
         vector_data = self.data.dataset in TOY_DATASETS
         if vector_data and self.method.wavelet.enabled:
             raise ValueError("method.wavelet.enabled: the wavelet loss needs images; the 2-D toy sets have none")
@@ -504,31 +504,42 @@ class RunConfig(_RunSections):
             )
         return self
 
-    def _check_patches(self) -> None:
-        """The DiT's patches must tile the model-space image (pixels, or SD-VAE latents at 1/8), when it is known."""
+    def _check_image_fits(self) -> None:
+        """What the model-space image (pixels, or SD-VAE latents at 1/8) must allow, when its side is known: the
+        DiT's patches tile it, and the wavelet loss's levels (and their weights) fit it."""
         side = self.data.side
-        if self.model.arch != "dit" or side is None:
+        if side is None or self.data.dataset in TOY_DATASETS:
             return
         if self.data.encoder == "sd-vae":
             if side % VAE_DOWNSAMPLING:
                 raise ValueError(f"data.image_size: {side} is not a multiple of the SD-VAE's {VAE_DOWNSAMPLING}")
             side //= VAE_DOWNSAMPLING
-        if side % self.model.patch_size:
+        if self.model.arch == "dit" and side % self.model.patch_size:
             raise ValueError(
                 f"model.patch_size: {self.model.patch_size} does not tile the {side}x{side} model-space image "
                 f"of dataset '{self.data.dataset}'"
             )
-        wavelet = self.method.wavelet
-        if wavelet.enabled:
-            import pywt
+        self._check_wavelet_levels(side)
 
-            fits = max_wavelet_levels(side, pywt.Wavelet(wavelet.name).dec_len)
-            if fits < 1 or (wavelet.levels or 0) > fits:
-                raise ValueError(
-                    f"method.wavelet.levels: {wavelet.levels or 'any'} level(s) of '{wavelet.name}' do not fit the "
-                    f"{side}x{side} model-space image of dataset '{self.data.dataset}' (at most {fits}: each level "
-                    "halves the side exactly); lower it, or set it to null for as many as fit"
-                )
+    def _check_wavelet_levels(self, side: int) -> None:
+        wavelet = self.method.wavelet
+        if not wavelet.enabled:
+            return
+        import pywt
+
+        fits = max_wavelet_levels(side, pywt.Wavelet(wavelet.name).dec_len)
+        if fits < 1 or (wavelet.levels or 0) > fits:
+            raise ValueError(
+                f"method.wavelet.levels: {wavelet.levels or 'any'} level(s) of '{wavelet.name}' do not fit the "
+                f"{side}x{side} model-space image of dataset '{self.data.dataset}' (at most {fits}: each level "
+                "halves the side exactly); lower it, or set it to null for as many as fit"
+            )
+        levels = wavelet.levels or fits
+        if wavelet.level_weights is not None and len(wavelet.level_weights) != levels:
+            raise ValueError(
+                f"method.wavelet.level_weights: {len(wavelet.level_weights)} weight(s) for {levels} level(s) of the "
+                f"{side}x{side} model-space image; give one per level, finest first"
+            )
 
     @property
     def world_size(self) -> int:

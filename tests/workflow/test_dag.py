@@ -47,21 +47,24 @@ def test_mnist_study_dag(flow):
 
 
 def test_ablation_study_trains_every_run_once_per_seed(flow):
-    """config/ablation.yaml: 7 runs x 3 training seeds are 21 runs of their own (train, sampling and scoring jobs),
-    reported together; each seeded run trains with its seed in its own folder."""
+    """config/ablation.yaml: 9 runs (the paper's chain, then two wavelet forms) x 3 training seeds are 27 runs of
+    their own (train, sampling and scoring jobs), reported together; each seeded run trains with its seed in its
+    own folder."""
     counts = job_counts(flow, "-F", "--configfile", "config/ablation.yaml")
-    runs = ["fm", "sm", "ig", "ig-interval", "ig-interval-wavelet", "ig-interval-wavelet-sot", "ism"]
+    chain = ["fm", "sm", "ig", "ig-interval", "ig-interval-wavelet", "ig-interval-wavelet-sot", "ism"]
+    runs = [*chain, "ig-interval-wavelet-fine", "ig-interval-wavelet-l1"]
     seeded = [f"{run}-seed{seed}" for run in runs for seed in (0, 1, 2)]
-    assert counts["train"] == 21 and counts["report"] == 1
-    # One scoring job per seeded run; fm and sm sample without guidance: one job each; the five intrinsic-guidance
+    assert counts["train"] == 27 and counts["report"] == 1
+    # One scoring job per seeded run; fm and sm sample without guidance: one job each; the seven intrinsic-guidance
     # runs: one job per w (0.5 and 1). Seeds add jobs, not rules.
-    assert counts["evaluate_run"] == 6 and counts["evaluate_run_w0.5_1"] == 15
-    assert counts["sample_run"] == 6 and counts["sample_run_w0.5"] == counts["sample_run_w1"] == 15
+    assert counts["evaluate_run"] == 6 and counts["evaluate_run_w0.5_1"] == 21
+    assert counts["sample_run"] == 6 and counts["sample_run_w0.5"] == counts["sample_run_w1"] == 21
     printed = snakemake(flow, "-n", "-p", "-F", "--configfile", "config/ablation.yaml").stdout
     trained = dict(re.findall(r"--run (\S+) .*?--workdir '?(work/[^' ]+)'?", printed))
     assert set(trained) == set(seeded)
     assert len({trained[f"ism-seed{s}"] for s in (0, 1, 2)}) == 3 and trained["ism-seed1"].startswith("work/ism/")
-    assert re.search(r"ism -q report --runs fm-seed0 fm-seed1 fm-seed2 sm-seed0 .* ism-seed2 --config", printed)
+    order = " ".join(seeded)  # the report's rows: the paper's order, seeds side by side
+    assert re.search(rf"ism -q report --runs {order} --config", printed)
 
 
 def test_imagenet_study_dag_shards_encoding_and_sampling(flow):
