@@ -244,3 +244,14 @@ def test_paper_numbers_name_a_run_and_give_one_fid_per_budget():
         validate_study(study | {"paper": {"budgets": [1, 4], "fid": {"ism": [9.62]}}})
     with pytest.raises(ConfigError, match=r"'paper.fid.ism-ig': no run named 'ism-ig'"):
         validate_study(study | {"paper": {"budgets": [1], "fid": {"ism-ig": [9.62]}}})
+
+
+def test_wavelet_weighting_defaults_to_fine_rising_and_band_mean_keeps_old_digests():
+    """The default form changed after the seeded ablation: a run that asks for band_mean (the form before the switch
+    existed) keeps its training identity; the new default is another objective, so another identity."""
+    fine = load_run(DEFAULT, "ism-wavelet")
+    band = load_run(DEFAULT, "ism-wavelet", ["method.wavelet.weighting=band_mean"])
+    assert fine.method.wavelet.weighting == "fine_rising"
+    assert "weighting" not in training_identity(band)["method"]["wavelet"]
+    assert training_identity(fine)["method"]["wavelet"]["weighting"] == "fine_rising"
+    assert load_run(REPO / "config" / "imagenet256.yaml", "ism").method.wavelet.weighting == "fine_rising"

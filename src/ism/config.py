@@ -244,13 +244,22 @@ def max_wavelet_levels(size: int, filter_length: int) -> int:
 
 
 class WaveletConfig(_Strict):
-    """Multi-level wavelet loss (iSM §B3): mean(e^2) + weight * sum of per-band means of squared DWT(e)."""
+    """Multi-level wavelet loss (iSM §B3): mean(e^2) + weight * sum of weighted per-band means of squared DWT(e)."""
 
     enabled: bool = Field(False, description="Switch: add the wavelet term to the squared error (images only).")
     name: str = Field("haar", description="Orthogonal PyWavelets family (haar, db2, sym4, coif1, ...).")
     levels: int | None = Field(None, ge=1, description="DWT levels (None: as many as the size allows).")
     weight: float = Field(1.0, ge=0, description="lambda_w of the wavelet term.")
-    level_weights: list[float] | None = Field(None, description="lambda_l per level, finest first (None: ones).")
+    weighting: Literal["fine_rising", "band_mean"] = Field(
+        "fine_rising",
+        description="ASSUMPTION switch (iSM gives no level weights): 'fine_rising' sets lambda_l = 4^-l 2^(L-l) and "
+        "lambda_LL = 4^-L, so a level-l coefficient weighs (1 + 2^(L-l))x its MSE weight (finest most); "
+        "'band_mean' sets ones, which weighs it (1 + 4^l)x (coarsest most; 3x the 1-step FID on digits, "
+        "benchmarks/README.md). level_weights, when given, replace either.",
+    )
+    level_weights: list[float] | None = Field(
+        None, description="lambda_l per level, finest first (None: from weighting); low_weight scales lambda_LL."
+    )
     low_weight: float = Field(1.0, ge=0, description="lambda_LL of the coarsest low-pass band.")
     reduction: Literal["mean", "sum"] = Field(
         "mean", description="Per-band mean (default) or sum over coefficients (= the MSE with unit weights)."
@@ -941,8 +950,8 @@ def check_extractor_files(study: StudyConfig, study_file: str | Path = "STUDY") 
 
 # Keys that may change between a checkpoint and its resumption without changing what is trained.
 RESUMABLE_TRAIN_KEYS = frozenset({"steps", "checkpoint_every", "keep_checkpoints", "log_every", "device"})
-# Keys added after training folders were named by their digest: left out of the identity at their default, so
-# a run that does not set them keeps its folder, its checkpoints and its Snakemake training key.
+# Keys added after training folders were named by their digest: left out of the identity at the value that gives
+# the behaviour from before they existed, so such a run keeps its folder, checkpoints and Snakemake training key.
 KEYS_OMITTED_AT_DEFAULT = {
     ("train", "fused_adamw"): False,
     ("train", "lr_schedule"): "constant",
@@ -950,6 +959,8 @@ KEYS_OMITTED_AT_DEFAULT = {
     ("train", "final_lr_fraction"): 0.0,
     ("method", "wavelet", "distance"): "squared",
     ("data", "pad_to"): None,
+    # Not its default: the weighting every wavelet run had before the switch existed keeps those runs' digests.
+    ("method", "wavelet", "weighting"): "band_mean",
 }
 
 

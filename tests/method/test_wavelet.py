@@ -98,3 +98,20 @@ def test_absolute_distance_is_the_mean_absolute_coefficient_error_of_each_band()
     np.testing.assert_allclose(loss.wavelet_term(error).numpy(), expected, rtol=1e-6)
     squared = WaveletLoss(include_mse=False)
     assert not torch.allclose(squared.wavelet_term(error), loss.wavelet_term(error))
+
+
+@pytest.mark.parametrize("levels", [3, 5])
+def test_fine_rising_weighting_weighs_each_coefficient_more_the_finer_its_level(levels):
+    """A unit error on one coefficient of level l costs (1 + 2^(L-l)) x its MSE with fine_rising (finest most) and
+    (1 + 4^l) x with band_mean (coarsest most); the low band as the coarsest level."""
+    size = 2**levels
+    losses = {w: WaveletLoss("haar", None, 1.0, None, 1.0, "mean", weighting=w) for w in ("fine_rising", "band_mean")}
+    zeros = pywt.wavedec2(np.zeros((size, size)), "haar", mode="periodization", level=levels)
+    for level in range(1, levels + 1):
+        coeffs = [np.zeros_like(zeros[0])] + [tuple(np.zeros_like(b) for b in bands) for bands in zeros[1:]]
+        coeffs[levels - level + 1][0][0, 0] = 1.0
+        error = torch.tensor(pywt.waverec2(coeffs, "haar", mode="periodization"), dtype=torch.float32)[None, None]
+        mse = float(error.pow(2).mean())
+        ratio = {w: float(loss(error, torch.zeros_like(error))) / mse for w, loss in losses.items()}
+        assert ratio["fine_rising"] == pytest.approx(1 + 2 ** (levels - level), rel=1e-5)
+        assert ratio["band_mean"] == pytest.approx(1 + 4**level, rel=1e-5)

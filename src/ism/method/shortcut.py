@@ -216,7 +216,16 @@ class ShortcutObjective:
         self.t_interval = g.t_interval if g.interval else 0.0
         w = method.wavelet
         self.wavelet = (
-            WaveletLoss(w.name, w.levels, w.weight, w.level_weights, w.low_weight, w.reduction, distance=w.distance)
+            WaveletLoss(
+                w.name,
+                w.levels,
+                w.weight,
+                w.level_weights,
+                w.low_weight,
+                w.reduction,
+                distance=w.distance,
+                weighting=w.weighting,
+            )
             if w.enabled
             else None
         )
