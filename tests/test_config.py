@@ -19,6 +19,7 @@ from ism.config import (
     training_identity,
     validate_study,
 )
+from ism.naming import training_workdir
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT = REPO / "config" / "config.yaml"
@@ -255,3 +256,26 @@ def test_wavelet_weighting_defaults_to_fine_rising_and_band_mean_keeps_old_diges
     assert "weighting" not in training_identity(band)["method"]["wavelet"]
     assert training_identity(fine)["method"]["wavelet"]["weighting"] == "fine_rising"
     assert load_run(REPO / "config" / "imagenet256.yaml", "ism").method.wavelet.weighting == "fine_rising"
+
+
+@pytest.mark.parametrize(
+    "study, digests",
+    [
+        ("config.yaml", {"fm": "d0b9760f241c8cfa", "sm": "e721ed1bfe0717b6", "ism": "5ff8fe1262c711f4"}),
+        ("mnist.yaml", {"fm": "fee2bf88f079cf2f", "sm": "6655a30631e5a849", "ism": "1ded39cb3ea7af3d"}),
+    ],
+)
+def test_committed_studies_keep_their_training_folders(study, digests):
+    """A new config key must not move the folder of a run that does not use it: users' checkpoints would retrain.
+    These are the digests the studies trained under before the wavelet form became a key (fine_rising moved every
+    run's digest, wavelet loss or not, until the form of an unused loss left the identity)."""
+    path = REPO / "config" / study
+    assert {run: training_workdir(load_run(path, run)).name for run in digests} == digests
+
+
+def test_the_form_of_an_unused_wavelet_loss_is_not_part_of_the_identity():
+    plain = training_identity(load_run(DEFAULT, "sm"))
+    for override in ("method.wavelet.weighting=band_mean", "method.wavelet.distance=absolute"):
+        assert training_identity(load_run(DEFAULT, "sm", [override])) == plain
+    on = training_identity(load_run(DEFAULT, "sm", ["method.wavelet.enabled=true"]))
+    assert on["method"]["wavelet"]["weighting"] == "fine_rising"

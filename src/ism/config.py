@@ -964,6 +964,9 @@ KEYS_OMITTED_AT_DEFAULT = {
 }
 
 
+UNUSED_WAVELET_FORM_KEYS = ("weighting", "distance")
+
+
 def without_new_defaults(dump: dict[str, Any], section: tuple[str, ...] = ()) -> dict[str, Any]:
     """``dump`` (a config, or its ``section``, as model_dump gives it) without the keys of KEYS_OMITTED_AT_DEFAULT
     that hold their default: the digests of configs that do not set them stay what they were."""
@@ -974,7 +977,7 @@ def without_new_defaults(dump: dict[str, Any], section: tuple[str, ...] = ()) ->
         node = dump
         for parent in parents:
             node = node[parent]
-        if node[key] == default:
+        if key in node and node[key] == default:
             del node[key]
     return dump
 
@@ -986,6 +989,11 @@ def training_identity(cfg: RunConfig) -> dict[str, Any]:
     # A cosine schedule ends at train.steps: more steps change every step's rate, so they are not a resume.
     resumable = RESUMABLE_TRAIN_KEYS - ({"steps"} if cfg.train.lr_schedule == "cosine" else set())
     dump["train"] = {k: v for k, v in dump["train"].items() if k not in resumable}
+    if not cfg.method.wavelet.enabled:
+        # The form of a loss that is off does not change the weights: a run without it keeps its digest whatever
+        # the form's default (fine_rising became the default after runs without the loss had trained).
+        for key in UNUSED_WAVELET_FORM_KEYS:
+            dump["method"]["wavelet"].pop(key, None)
     return without_new_defaults(dump)
 
 
