@@ -1,5 +1,6 @@
 """Config validation: one line naming the key, before any compute; the exported schema agrees."""
 
+import json
 import re
 from pathlib import Path
 
@@ -279,3 +280,14 @@ def test_the_form_of_an_unused_wavelet_loss_is_not_part_of_the_identity():
         assert training_identity(load_run(DEFAULT, "sm", [override])) == plain
     on = training_identity(load_run(DEFAULT, "sm", ["method.wavelet.enabled=true"]))
     assert on["method"]["wavelet"]["weighting"] == "fine_rising"
+
+
+def test_a_checkpoint_older_than_a_key_reads_back_with_the_behaviour_it_trained_with():
+    """A wavelet run saved before method.wavelet.weighting existed trained with per-band means: it must resume
+    under ``weighting: band_mean`` (the form it had), and be refused under the new default."""
+    cfg = load_run(DEFAULT, "ism-wavelet", ["method.wavelet.weighting=band_mean"])
+    stored = json.loads(cfg.model_dump_json())
+    del stored["method"]["wavelet"]["weighting"], stored["train"]["lr_schedule"], stored["data"]["pad_to"]
+    old = run_config_from_json(json.dumps(stored))
+    assert old == cfg
+    assert training_identity(old) != training_identity(load_run(DEFAULT, "ism-wavelet"))

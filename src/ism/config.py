@@ -12,6 +12,7 @@ Every error is one line that names the offending key, e.g.
 from __future__ import annotations
 
 import copy
+import json
 import math
 import re
 from pathlib import Path
@@ -1056,8 +1057,17 @@ def load_run(path: str | Path, run: str, overrides: list[str] = ()) -> RunConfig
 
 
 def run_config_from_json(text: str) -> RunConfig:
-    """Rebuild the exact configuration stored in a checkpoint."""
-    return RunConfig.model_validate_json(text)
+    """Rebuild the exact configuration stored in a checkpoint. A key the checkpoint predates takes the value that
+    was its behaviour then (KEYS_OMITTED_AT_DEFAULT), not today's default: a wavelet run saved before
+    ``weighting`` existed trained with band_mean, and resumes as such."""
+    stored = json.loads(text)
+    for *parents, key in KEYS_OMITTED_AT_DEFAULT:
+        node = stored
+        for parent in parents:
+            node = node.get(parent) if isinstance(node, dict) else None
+        if isinstance(node, dict) and key not in node:
+            node[key] = KEYS_OMITTED_AT_DEFAULT[(*parents, key)]
+    return RunConfig.model_validate(stored)
 
 
 # PyYAML (YAML 1.1, also what Snakemake reads a --configfile with) reads `1e-4` as the string "1e-4"; the library
