@@ -975,12 +975,18 @@ def without_new_defaults(dump: dict[str, Any], section: tuple[str, ...] = ()) ->
         if path[: len(section)] != section:
             continue
         *parents, key = path[len(section) :]
-        node = dump
-        for parent in parents:
-            node = node[parent]
-        if key in node and node[key] == default:
+        node = _subsection(dump, parents)
+        if node is not None and key in node and node[key] == default:
             del node[key]
     return dump
+
+
+def _subsection(tree: dict[str, Any], parents: list[str]) -> dict[str, Any] | None:
+    """``tree[parents[0]][parents[1]]...``, or None where the path ends before it (a config that predates it)."""
+    node: Any = tree
+    for parent in parents:
+        node = node.get(parent) if isinstance(node, dict) else None
+    return node if isinstance(node, dict) else None
 
 
 def training_identity(cfg: RunConfig) -> dict[str, Any]:
@@ -1061,12 +1067,10 @@ def run_config_from_json(text: str) -> RunConfig:
     was its behaviour then (KEYS_OMITTED_AT_DEFAULT), not today's default: a wavelet run saved before
     ``weighting`` existed trained with band_mean, and resumes as such."""
     stored = json.loads(text)
-    for *parents, key in KEYS_OMITTED_AT_DEFAULT:
-        node = stored
-        for parent in parents:
-            node = node.get(parent) if isinstance(node, dict) else None
-        if isinstance(node, dict) and key not in node:
-            node[key] = KEYS_OMITTED_AT_DEFAULT[(*parents, key)]
+    for (*parents, key), behaviour_before in KEYS_OMITTED_AT_DEFAULT.items():
+        node = _subsection(stored, parents)
+        if node is not None and key not in node:
+            node[key] = behaviour_before
     return RunConfig.model_validate(stored)
 
 
