@@ -259,9 +259,14 @@ class WaveletConfig(_Strict):
         "benchmarks/README.md). level_weights, when given, replace either.",
     )
     level_weights: list[float] | None = Field(
-        None, description="lambda_l per level, finest first (None: from weighting); low_weight scales lambda_LL."
+        None, description="lambda_l per level, finest first (None: from weighting)."
     )
-    low_weight: float = Field(1.0, ge=0, description="lambda_LL of the coarsest low-pass band.")
+    low_weight: float = Field(
+        1.0,
+        ge=0,
+        description="lambda_LL of the coarsest low-pass band when level_weights are given; otherwise a factor on "
+        "weighting's lambda_LL.",
+    )
     reduction: Literal["mean", "sum"] = Field(
         "mean", description="Per-band mean (default) or sum over coefficients (= the MSE with unit weights)."
     )
