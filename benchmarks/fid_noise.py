@@ -1,7 +1,7 @@
 """How much of a FID is the sampling seed? One trained model scored at several sampling seeds and image counts.
 
     python benchmarks/fid_noise.py --model MODEL.pt [--config config/config.yaml] [--budgets 1] [--guidance 0.5] \
-        [--weights infer] [--images 450 2000 5000] [--seeds 0 1 2 3 4 5] [--out DIR]
+        [--weights infer] [--labels balanced] [--images 450 2000 5000] [--seeds 0 1 2 3 4 5] [--out DIR]
 
 For each image count n and sampling seed s the model samples n images at every budget (and each guidance scale w
 of an intrinsic-guidance model) from ``--weights`` (default: the model's own), scored like the workflow scores (the
@@ -54,6 +54,7 @@ def main() -> None:
     parser.add_argument("--budgets", type=int, nargs="+", default=[1])
     parser.add_argument("--guidance", type=float, nargs="+", help="w of an intrinsic-guidance model")
     parser.add_argument("--weights", help="online or an EMA name (default: the model's sample.weights)")
+    parser.add_argument("--labels", choices=["uniform", "balanced"], help="label draw (default: the model's)")
     parser.add_argument("--images", type=int, nargs="+", default=[450, 2000, 5000])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4, 5])
     parser.add_argument("--threads", type=int, default=1)
@@ -71,7 +72,9 @@ def main() -> None:
         for seed in args.seeds:
             if (n, seed) in done:
                 continue
-            settings = SampleSettings(num_images=n, seed=seed, weights=args.weights, guidance=args.guidance)
+            settings = SampleSettings(
+                num_images=n, seed=seed, weights=args.weights, labels=args.labels, guidance=args.guidance
+            )
             files = sample_to_files(
                 args.model, out / f"n{n}-seed{seed}", args.budgets, settings, device="cpu", progress=False
             )

@@ -291,3 +291,12 @@ def test_a_checkpoint_older_than_a_key_reads_back_with_the_behaviour_it_trained_
     old = run_config_from_json(json.dumps(stored))
     assert old == cfg
     assert training_identity(old) != training_identity(load_run(DEFAULT, "ism-wavelet"))
+
+
+def test_a_sampling_key_added_at_its_default_leaves_the_sampling_key_as_it_was():
+    """sample.labels came after studies had sampled: at 'uniform' it is left out, so their files stay up to date."""
+    from ism.config import SampleConfig, without_new_defaults
+
+    dump = SampleConfig().model_dump(mode="json")
+    assert "labels" not in without_new_defaults(dict(dump), ("sample",))
+    assert without_new_defaults(dict(dump, labels="balanced"), ("sample",))["labels"] == "balanced"

@@ -77,6 +77,28 @@ def test_budgets_share_noise_and_labels(trained_model):
     assert torch.equal(a, b) and a.std() > 0.5
 
 
+def test_balanced_labels_give_every_class_its_share_with_the_uniform_draws_noise(trained_model):
+    """sample.labels: balanced: each class n/k times (+-1), the same labels at every budget and for any sharding,
+    and the noise of the uniform draw, so the two label draws compare paired."""
+    trained = load_trained(trained_model, weights="online")
+    with torch.no_grad():  # an all-zero network returns its noise: the samples are the noise
+        for p in trained.network.parameters():
+            p.zero_()
+    kwargs = dict(num_images=23, batch_size=5, seed=3)
+    noise_u, labels_u, meta_u = generate(trained, 1, **kwargs)
+    noise_b, labels_b, meta_b = generate(trained, 1, **kwargs, label_draw="balanced")
+    assert torch.equal(noise_u, noise_b)
+    counts = torch.bincount(labels_b, minlength=trained.num_classes)
+    assert counts.max() - counts.min() <= 1 and counts.sum() == 23, counts
+    assert torch.bincount(labels_u, minlength=trained.num_classes).max() > counts.max(), "seed 3 draws unevenly"
+    assert "labels" not in meta_u and meta_b["labels"] == "balanced"
+    assert torch.equal(labels_b, generate(trained, 4, **kwargs, label_draw="balanced")[1])
+    shards = [generate(trained, 1, **kwargs, label_draw="balanced", shard=i, num_shards=3)[1] for i in range(3)]
+    assert torch.equal(torch.cat(shards), labels_b)
+    other_seed = generate(trained, 1, num_images=23, batch_size=5, seed=4, label_draw="balanced")[1]
+    assert not torch.equal(labels_b, other_seed)
+
+
 def test_sample_file_layout(trained_model, tmp_path):
     trained = load_trained(trained_model)
     images, labels, meta = generate(trained, 2, num_images=6, batch_size=6, seed=0)

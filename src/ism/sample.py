@@ -126,11 +126,13 @@ def generate(
     progress: bool = False,
     shard: int = 0,
     num_shards: int = 1,
+    label_draw: str = "uniform",
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
     """``num_images`` samples (model space, on the CPU), their labels, and metadata saying how they were made.
 
     Batch b draws its labels (uniform) and noise from a generator seeded by (seed, b), so every run and budget
     sampled with the same seed and batch size starts from the same noise and labels (common random numbers).
+    With ``label_draw="balanced"`` the labels are instead :func:`balanced_labels` (the noise is unchanged).
     Shard i of S generates only its contiguous block of batches; the shards concatenated in order are exactly
     the unsharded result, whatever S.
     """
@@ -145,9 +147,12 @@ def generate(
     batches = _shard_batches(num_images, batch_size, shard, num_shards)
     # The same Euler integration for every batch.
     integration = dict(steps=steps, level=level, cfg_scale=applied, null_label=trained.num_classes, guidance=guidance)
+    balanced = balanced_labels(trained.num_classes, num_images, seed) if label_draw == "balanced" else None
     images, labels = [], []
     for b in tqdm(batches, disable=not progress, desc=f"sample N={steps}"):
         noise, y = _batch_noise_and_labels(trained, seed, b, min(batch_size, num_images - b * batch_size), device)
+        if balanced is not None:  # the same noise as the uniform draw (drawn after its labels): paired comparisons
+            y = balanced[b * batch_size : b * batch_size + len(y)].to(device)
         x = euler_sample(trained.network, noise, y, **integration)
         images.append(x.cpu())
         labels.append(y.cpu())
@@ -165,6 +170,8 @@ def generate(
         "num_images": num_images,
         "shard": [shard, num_shards],
     }
+    if label_draw != "uniform":  # files sampled with uniform labels keep their bytes
+        meta["labels"] = label_draw
     samples, labels = _joined(images, labels, trained.sample_shape)
     return samples, labels, meta
 
@@ -188,6 +195,13 @@ def _shard_batches(num_images: int, batch_size: int, shard: int, num_shards: int
     """The indices of the batches shard ``shard`` of ``num_shards`` generates: a contiguous block."""
     num_batches = math.ceil(num_images / batch_size)
     return np.array_split(np.arange(num_batches), num_shards)[shard].tolist()
+
+
+def balanced_labels(num_classes: int, num_images: int, seed: int) -> torch.Tensor:
+    """``num_images`` labels with every class ⌊n/k⌋ or ⌈n/k⌉ times (classes 0, 1, ... take the extra one), in an
+    order shuffled by ``seed`` alone: each shard slices the same sequence, so shards merge to the whole file."""
+    labels = torch.arange(num_images) % num_classes
+    return labels[torch.randperm(num_images, generator=torch.Generator().manual_seed(seed))]
 
 
 def _batch_noise_and_labels(
@@ -293,7 +307,7 @@ def check_output_folder(folder: str | Path, option: str) -> None:
 
 
 # The SampleSettings values that override the sample section's value of the same name.
-_SECTION_OVERRIDES = ("num_images", "batch_size", "seed", "weights", "cfg_scale", "guidance")
+_SECTION_OVERRIDES = ("num_images", "batch_size", "seed", "weights", "labels", "cfg_scale", "guidance")
 
 
 @dataclass(frozen=True)
@@ -309,6 +323,7 @@ class SampleSettings:
     batch_size: int | None = None
     seed: int | None = None
     weights: str | None = None
+    labels: str | None = None
     cfg_scale: float | None = None
     guidance: list[float] | None = None  # one file per scale (intrinsic-guidance runs only)
     shard: int = 0
@@ -397,6 +412,7 @@ def _sample_file(
         progress=progress,
         shard=settings.shard,
         num_shards=settings.num_shards,
+        label_draw=s.labels,
     )
     images = to_pixels(trained, samples)
     name = sample_name(steps, w)

@@ -91,7 +91,7 @@ def sampling_key(wildcards):
     s = RUN_CONFIGS[wildcards.run].sample.model_dump(
         mode="json", exclude={"budgets", "guidance"}
     )
-    return digest([s, SAMPLE_SHARDS])
+    return digest([without_new_defaults(s, ("sample",)), SAMPLE_SHARDS])
 
 
 # What determines the real images (the encoding, the reference, the study's classifier); keys added since, at their
