@@ -54,6 +54,7 @@ CASES = [
     ("budget not a power of 2", None, ["--run", "sm", "--set", "sample.budgets=[1, 3]"], "'sample.budgets'"),
     ("budget above M", None, ["--run", "sm", "--set", "method.base_steps=64"], "'sample.budgets'"),
     ("unknown sample weights", None, ["--run", "sm", "--set", "sample.weights=slow"], "'sample.weights'"),
+    ("unknown label draw", None, ["--run", "sm", "--set", "sample.labels=stratified"], "'sample.labels'"),
     ("unknown target weights", None, ["--run", "sm", "--set", "method.target_weights=x"], "'method.target_weights'"),
     ("wavelet on 2-D toys", None, ["--run", "sm", "--set", "data.dataset=checkerboard"], "'model.arch'"),
     ("negative lr", None, ["--run", "sm", "--set", "train.lr=-1"], "'train.lr'"),
